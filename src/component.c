@@ -1,0 +1,470 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+
+#include "component.h"
+#include "conf.h"
+#include "log.h"
+#include "xmalloc.h"
+
+enum link_state {
+	LINK_IDLE,
+	LINK_CONNECTING, /* TCP connect and handshake under way */
+	LINK_UP,
+	LINK_BACKOFF,   /* waiting to dial again */
+	LINK_STOPPING,  /* our stream end sent, waiting for the server's */
+	LINK_STOPPED,
+};
+
+static const char *const state_names[] = {
+	[LINK_IDLE] = "idle",
+	[LINK_CONNECTING] = "connecting",
+	[LINK_UP] = "up",
+	[LINK_BACKOFF] = "backoff",
+	[LINK_STOPPING] = "stopping",
+	[LINK_STOPPED] = "stopped",
+};
+
+/* How long a link must have stayed up before backoff starts over. */
+#define STABLE_SECONDS 10
+/* Libstrophe's own timers (connect timeout, stream close) need a tick. */
+#define TICK_MS 500
+/* SIGTERM must end the process within 2 s even if the server is silent. */
+#define STOP_WAIT_MS 1500
+
+struct component {
+	struct event_base *base;
+	xmpp_ctx_t *ctx;
+	xmpp_conn_t *conn;
+	enum link_state state;
+	const struct component_cb *cb;
+	void *cb_arg;
+
+	char *jid;
+	char *secret;
+	char *host;
+	unsigned short port;
+	double backoff_min;
+	double backoff_max;
+
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	struct event *ev_flush; /* run libstrophe once more after we queued data */
+	struct event *ev_timer; /* backoff, tick, and the stop deadline */
+
+	unsigned attempt;
+	time_t up_since;
+	char down_reason[256];
+
+	void (*stop_done)(void *);
+	void *stop_arg;
+};
+
+/* Libstrophe's sockopt callback carries no user data; one link per process. */
+static struct component *sock_owner;
+
+static void pump(struct component *c);
+
+static void
+set_state(struct component *c, enum link_state next)
+{
+	if (c->state == next)
+		return;
+	log_debug("component: state %s -> %s", state_names[c->state],
+	    state_names[next]);
+	c->state = next;
+}
+
+static void
+timer_in(struct component *c, double seconds)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(c->ev_timer, &tv);
+}
+
+static void
+watch_drop(struct component *c)
+{
+	if (c->ev_read != NULL) {
+		event_free(c->ev_read);
+		event_free(c->ev_write);
+	}
+	c->ev_read = c->ev_write = NULL;
+	c->fd = -1;
+}
+
+static void
+on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	pump(arg);
+}
+
+static int
+on_sockopt(xmpp_conn_t *conn, void *sock)
+{
+	struct component *c = sock_owner;
+	int fd = *(int *)sock;
+
+	/* Libstrophe select()s on this fd: at 1024 or above it would corrupt memory. */
+	if (fd >= FD_SETSIZE) {
+		log_err("component: socket fd=%d is above select()'s limit %d; "
+			"refusing to use it", fd, FD_SETSIZE);
+		return -1;
+	}
+	watch_drop(c);
+	c->fd = fd;
+	c->ev_read = event_new(c->base, fd, EV_READ | EV_PERSIST, on_socket, c);
+	c->ev_write = event_new(c->base, fd, EV_WRITE, on_socket, c);
+	event_add(c->ev_read, NULL);
+	return xmpp_sockopt_cb_keepalive(conn, sock);
+}
+
+static int
+refuse_socket(xmpp_conn_t *conn, void *sock)
+{
+	return -1;
+}
+
+static void
+ignore_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
+    xmpp_stream_error_t *stream_error, void *arg)
+{
+}
+
+/*
+ * Libstrophe 0.12.2 allocates the XEP-0198 state only in
+ * xmpp_connect_client(); a component conn dereferences the NULL state on
+ * its first stanza and crashes. A client connect that fails locally
+ * (the socket callback refuses the socket, so nothing is sent) leaves a
+ * zeroed state behind that survives every later reconnect of the conn.
+ * tests/integration/test_component.py exercises a stanza after the
+ * handshake, which crashed before this.
+ */
+static void
+work_around_sm_state(xmpp_conn_t *conn)
+{
+	xmpp_conn_set_sockopt_callback(conn, refuse_socket);
+	xmpp_connect_client(conn, "127.0.0.1", 1, ignore_conn_event, NULL);
+	xmpp_conn_set_sockopt_callback(conn, on_sockopt);
+}
+
+static const char *
+stream_error_name(xmpp_error_type_t type)
+{
+	static const char *const names[] = {
+		[XMPP_SE_BAD_FORMAT] = "bad-format",
+		[XMPP_SE_BAD_NS_PREFIX] = "bad-namespace-prefix",
+		[XMPP_SE_CONFLICT] = "conflict",
+		[XMPP_SE_CONN_TIMEOUT] = "connection-timeout",
+		[XMPP_SE_HOST_GONE] = "host-gone",
+		[XMPP_SE_HOST_UNKNOWN] = "host-unknown",
+		[XMPP_SE_IMPROPER_ADDR] = "improper-addressing",
+		[XMPP_SE_INTERNAL_SERVER_ERROR] = "internal-server-error",
+		[XMPP_SE_INVALID_FROM] = "invalid-from",
+		[XMPP_SE_INVALID_ID] = "invalid-id",
+		[XMPP_SE_INVALID_NS] = "invalid-namespace",
+		[XMPP_SE_INVALID_XML] = "invalid-xml",
+		[XMPP_SE_NOT_AUTHORIZED] = "not-authorized",
+		[XMPP_SE_POLICY_VIOLATION] = "policy-violation",
+		[XMPP_SE_REMOTE_CONN_FAILED] = "remote-connection-failed",
+		[XMPP_SE_RESOURCE_CONSTRAINT] = "resource-constraint",
+		[XMPP_SE_RESTRICTED_XML] = "restricted-xml",
+		[XMPP_SE_SEE_OTHER_HOST] = "see-other-host",
+		[XMPP_SE_SYSTEM_SHUTDOWN] = "system-shutdown",
+		[XMPP_SE_UNDEFINED_CONDITION] = "undefined-condition",
+		[XMPP_SE_UNSUPPORTED_ENCODING] = "unsupported-encoding",
+		[XMPP_SE_UNSUPPORTED_STANZA_TYPE] = "unsupported-stanza-type",
+		[XMPP_SE_UNSUPPORTED_VERSION] = "unsupported-version",
+		[XMPP_SE_XML_NOT_WELL_FORMED] = "xml-not-well-formed",
+	};
+
+	if ((size_t)type < sizeof(names) / sizeof(names[0]) &&
+	    names[type] != NULL)
+		return names[type];
+	return "unknown";
+}
+
+static double
+backoff_delay(struct component *c)
+{
+	double d = c->backoff_min;
+	unsigned i;
+
+	for (i = 1; i < c->attempt && d < c->backoff_max; i++)
+		d *= 2;
+	if (d > c->backoff_max)
+		d = c->backoff_max;
+	/* Equal jitter: many gateways restarted together do not dial in step. */
+	return d / 2 + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
+}
+
+static void
+schedule_redial(struct component *c)
+{
+	double delay;
+
+	if (c->up_since != 0 && time(NULL) - c->up_since >= STABLE_SECONDS)
+		c->attempt = 0;
+	c->up_since = 0;
+	c->attempt++;
+	delay = backoff_delay(c);
+	log_warn("component: link down reason=%s retry_in_ms=%.0f",
+	    c->down_reason, delay * 1000);
+	set_state(c, LINK_BACKOFF);
+	timer_in(c, delay);
+}
+
+static void
+finish_stop(struct component *c)
+{
+	set_state(c, LINK_STOPPED);
+	evtimer_del(c->ev_timer);
+	if (c->stop_done != NULL) {
+		void (*done)(void *) = c->stop_done;
+		c->stop_done = NULL;
+		done(c->stop_arg);
+	}
+}
+
+static int
+on_stanza(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *arg)
+{
+	struct component *c = arg;
+
+	c->cb->stanza(c->cb_arg, stanza);
+	return 1;
+}
+
+static void
+on_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
+    xmpp_stream_error_t *stream_error, void *arg)
+{
+	struct component *c = arg;
+	enum link_state was = c->state;
+
+	if (event == XMPP_CONN_CONNECT) {
+		set_state(c, LINK_UP);
+		c->up_since = time(NULL);
+		xmpp_handler_delete(conn, on_stanza);
+		xmpp_handler_add(conn, on_stanza, NULL, NULL, NULL, c);
+		log_info("component: link up jid=%s server=%s:%u", c->jid,
+		    c->host, c->port);
+		c->cb->up(c->cb_arg);
+		return;
+	}
+	if (event != XMPP_CONN_DISCONNECT && event != XMPP_CONN_FAIL)
+		return;
+	watch_drop(c);
+	if (stream_error != NULL)
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "stream-error condition=%s%s%s",
+		    stream_error_name(stream_error->type),
+		    stream_error->text ? " text=" : "",
+		    stream_error->text ? stream_error->text : "");
+	else if (error != 0)
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "socket-error error=\"%s\"", strerror(error));
+	else if (was == LINK_CONNECTING)
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "handshake-failed (check component.secret and that the "
+		    "server has a component for %s)", c->jid);
+	else
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "closed-by-server");
+	if (was == LINK_UP)
+		c->cb->down(c->cb_arg);
+	if (was == LINK_STOPPING) {
+		finish_stop(c);
+		return;
+	}
+	if (was == LINK_UP || was == LINK_CONNECTING)
+		schedule_redial(c);
+}
+
+static void
+dial(struct component *c)
+{
+	int rc;
+
+	set_state(c, LINK_CONNECTING);
+	log_info("component: connecting server=%s:%u attempt=%u", c->host,
+	    c->port, c->attempt + 1);
+	rc = xmpp_connect_component(c->conn, c->host, c->port, on_conn_event,
+	    c);
+	if (rc != XMPP_EOK) {
+		watch_drop(c);
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "connect-failed code=%d", rc);
+		schedule_redial(c);
+		return;
+	}
+	timer_in(c, TICK_MS / 1000.0);
+	pump(c);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct component *c = arg;
+
+	switch (c->state) {
+	case LINK_BACKOFF:
+		dial(c);
+		return;
+	case LINK_STOPPING:
+		log_info("component: server did not close the stream in "
+			 "time; closing");
+		finish_stop(c);
+		return;
+	case LINK_CONNECTING:
+	case LINK_UP:
+		pump(c);
+		if (c->state == LINK_CONNECTING || c->state == LINK_UP)
+			timer_in(c, TICK_MS / 1000.0);
+		return;
+	default:
+		return;
+	}
+}
+
+static void
+on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	pump(arg);
+}
+
+/*
+ * Runs libstrophe without blocking. Data queued inside handlers (stream
+ * header, handshake, replies) is written only at the start of the next
+ * xmpp_run_once, so run until the queue is empty; leftovers wait for
+ * EV_WRITE.
+ */
+static void
+pump(struct component *c)
+{
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		xmpp_run_once(c->ctx, 0);
+		if (c->fd < 0)
+			return;
+		if (i >= 1 && xmpp_conn_send_queue_len(c->conn) == 0 &&
+		    !xmpp_conn_is_connecting(c->conn))
+			return;
+	}
+	if (c->ev_write != NULL)
+		event_add(c->ev_write, NULL);
+}
+
+struct component *
+component_new(struct event_base *base, const struct conf *conf,
+    const struct component_cb *cb, void *arg)
+{
+	struct component *c = xcalloc(1, sizeof(*c));
+
+	c->base = base;
+	c->cb = cb;
+	c->cb_arg = arg;
+	c->fd = -1;
+	c->jid = xstrdup(conf->component_jid);
+	c->secret = xstrdup(conf->component_secret);
+	c->host = xstrdup(conf->component_host);
+	c->port = (unsigned short)conf->component_port;
+	component_set_conf(c, conf);
+	c->ctx = xmpp_ctx_new(NULL, log_strophe_logger());
+	c->conn = xmpp_conn_new(c->ctx);
+	xmpp_conn_set_jid(c->conn, c->jid);
+	xmpp_conn_set_pass(c->conn, c->secret);
+	sock_owner = c;
+	work_around_sm_state(c->conn);
+	c->ev_flush = event_new(base, -1, 0, on_flush, c);
+	c->ev_timer = evtimer_new(base, on_timer, c);
+	return c;
+}
+
+void
+component_set_conf(struct component *c, const struct conf *conf)
+{
+	c->backoff_min = conf->reconnect_min;
+	c->backoff_max = conf->reconnect_max;
+}
+
+void
+component_free(struct component *c)
+{
+	if (c == NULL)
+		return;
+	watch_drop(c);
+	event_free(c->ev_flush);
+	event_free(c->ev_timer);
+	xmpp_conn_release(c->conn);
+	xmpp_ctx_free(c->ctx);
+	if (sock_owner == c)
+		sock_owner = NULL;
+	free(c->jid);
+	free(c->secret);
+	free(c->host);
+	free(c);
+}
+
+void
+component_start(struct component *c)
+{
+	dial(c);
+}
+
+void
+component_shutdown(struct component *c, void (*done)(void *), void *arg)
+{
+	enum link_state was = c->state;
+
+	c->stop_done = done;
+	c->stop_arg = arg;
+	evtimer_del(c->ev_timer);
+	set_state(c, LINK_STOPPING);
+	if (was == LINK_UP || was == LINK_CONNECTING) {
+		timer_in(c, STOP_WAIT_MS / 1000.0);
+		xmpp_disconnect(c->conn);
+		pump(c);
+		return;
+	}
+	finish_stop(c);
+}
+
+int
+component_is_up(const struct component *c)
+{
+	return c->state == LINK_UP;
+}
+
+const char *
+component_jid(const struct component *c)
+{
+	return c->jid;
+}
+
+xmpp_ctx_t *
+component_ctx(const struct component *c)
+{
+	return c->ctx;
+}
+
+int
+component_send(struct component *c, xmpp_stanza_t *stanza)
+{
+	if (c->state != LINK_UP)
+		return -1;
+	/* ejabberd drops the whole link on a stanza without from. */
+	if (xmpp_stanza_get_from(stanza) == NULL)
+		fatalx("component: refusing to send a stanza without from");
+	xmpp_send(c->conn, stanza);
+	event_active(c->ev_flush, 0, 0);
+	return 0;
+}

@@ -1,0 +1,732 @@
+#include "config.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addr.h"
+#include "conf.h"
+#include "xmalloc.h"
+
+enum conf_type {
+	CT_STRING,
+	CT_INT,
+	CT_SECONDS,
+	CT_BOOL,
+	CT_STRLIST,
+	CT_LISTEN,
+	CT_LOGLEVEL,
+};
+
+/* A string value's extra check: 0, or -1 with a cause for the person. */
+typedef int (*conf_check)(struct conf *conf, const char *value,
+    const char **cause);
+
+/* The one table of keys: type, bounds, default, whether SIGHUP may change it. */
+struct conf_key {
+	const char *path;
+	enum conf_type type;
+	size_t offset;
+	double min;
+	double max;
+	const char *def; /* NULL: no default (required unless optional) */
+	int optional;
+	int reloadable;
+	conf_check check;
+};
+
+static int check_domain(struct conf *, const char *, const char **);
+static int check_barev_address(struct conf *, const char *, const char **);
+static int check_jid(struct conf *, const char *, const char **);
+
+#define OFF(f) offsetof(struct conf, f)
+static const struct conf_key keys[] = {
+	{ "component.jid", CT_STRING, OFF(component_jid), 0, 0, NULL, 0, 0,
+	    check_domain },
+	{ "component.secret", CT_STRING, OFF(component_secret), 0, 0, NULL, 1,
+	    0, NULL },
+	{ "component.secret_file", CT_STRING, OFF(component_secret_file), 0, 0,
+	    NULL, 1, 0, NULL },
+	{ "component.host", CT_STRING, OFF(component_host), 0, 0, "127.0.0.1",
+	    0, 0, NULL },
+	{ "component.port", CT_INT, OFF(component_port), 1, 65535, "5347", 0,
+	    0, NULL },
+	{ "component.reconnect_min", CT_SECONDS, OFF(reconnect_min), 0.1, 3600,
+	    "1", 0, 1, NULL },
+	{ "component.reconnect_max", CT_SECONDS, OFF(reconnect_max), 1, 86400,
+	    "60", 0, 1, NULL },
+
+	{ "barev.address", CT_STRING, OFF(barev_address_text), 0, 0, "", 0, 0,
+	    check_barev_address },
+	{ "barev.listen", CT_LISTEN, OFF(barev_listen), 0, 0, "[::]:5299", 0,
+	    0, NULL },
+	{ "barev.default_port", CT_INT, OFF(barev_default_port), 1, 65535,
+	    "5299", 0, 1, NULL },
+	{ "barev.ping_interval", CT_SECONDS, OFF(ping_interval), 0.1, 3600,
+	    "30", 0, 1, NULL },
+	{ "barev.ping_timeout", CT_SECONDS, OFF(ping_timeout), 0.1, 600, "10",
+	    0, 1, NULL },
+	{ "barev.ping_failures", CT_INT, OFF(ping_failures), 1, 100, "3", 0, 1,
+	    NULL },
+	{ "barev.handshake_timeout", CT_SECONDS, OFF(handshake_timeout), 0.1,
+	    600, "10", 0, 1, NULL },
+	{ "barev.connect_timeout", CT_SECONDS, OFF(connect_timeout), 0.1, 600,
+	    "10", 0, 1, NULL },
+	{ "barev.redial_min", CT_SECONDS, OFF(redial_min), 0.1, 3600, "5", 0,
+	    1, NULL },
+	{ "barev.redial_max", CT_SECONDS, OFF(redial_max), 1, 86400, "900", 0,
+	    1, NULL },
+	{ "barev.allow_any_address", CT_BOOL, OFF(allow_any_address), 0, 0,
+	    "false", 0, 0, NULL },
+
+	{ "limits.stanza_bytes", CT_INT, OFF(max_stanza_bytes), 512,
+	    16 * 1024 * 1024, "65536", 0, 1, NULL },
+	{ "limits.depth", CT_INT, OFF(max_depth), 4, 1024, "32", 0, 1, NULL },
+	{ "limits.output_bytes", CT_INT, OFF(max_output_bytes), 4096,
+	    256 * 1024 * 1024, "1048576", 0, 1, NULL },
+	{ "limits.pipes", CT_INT, OFF(max_pipes), 1, 1000000, "20000", 0, 1,
+	    NULL },
+	{ "limits.pipes_per_address", CT_INT, OFF(max_pipes_per_address), 1,
+	    100000, "16", 0, 1, NULL },
+	{ "limits.inbound_per_minute", CT_INT, OFF(inbound_per_minute), 1,
+	    1000000, "60", 0, 1, NULL },
+	{ "limits.dials_concurrent", CT_INT, OFF(dials_concurrent), 1, 100000,
+	    "64", 0, 1, NULL },
+	{ "limits.dials_per_second", CT_INT, OFF(dials_per_second), 1, 100000,
+	    "50", 0, 1, NULL },
+
+	{ "storage.path", CT_STRING, OFF(storage_path), 0, 0,
+	    "/var/lib/barev-gateway/state.db", 0, 0, NULL },
+
+	{ "log.level", CT_LOGLEVEL, OFF(log_level), 0, 0, "info", 0, 1, NULL },
+	{ "log.syslog", CT_BOOL, OFF(log_syslog), 0, 0, "false", 0, 1, NULL },
+
+	/* Empty domains and jids: the domain the component lives under. */
+	{ "access.domains", CT_STRLIST, OFF(access_domains), 0, 0, "", 0, 1,
+	    check_domain },
+	{ "access.jids", CT_STRLIST, OFF(access_jids), 0, 0, "", 0, 1,
+	    check_jid },
+	{ "access.admins", CT_STRLIST, OFF(admins), 0, 0, "", 0, 1,
+	    check_jid },
+};
+#undef OFF
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static void *
+field(struct conf *conf, const struct conf_key *k)
+{
+	return (char *)conf + k->offset;
+}
+
+static const void *
+cfield(const struct conf *conf, const struct conf_key *k)
+{
+	return (const char *)conf + k->offset;
+}
+
+static int
+check_domain(struct conf *conf, const char *v, const char **cause)
+{
+	const char *p;
+
+	if (*v == '\0' || strlen(v) > 1023) {
+		*cause = "must be a domain name of 1 to 1023 characters";
+		return -1;
+	}
+	for (p = v; *p != '\0'; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+		    *p == '-' || *p == '.')
+			continue;
+		*cause = "must be a lower-case domain name (a-z, 0-9, '-', '.')";
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_jid(struct conf *conf, const char *v, const char **cause)
+{
+	const char *at = strchr(v, '@');
+
+	if (at == NULL || at == v || strchr(v, '/') != NULL) {
+		*cause = "must be a bare JID such as user@example.org";
+		return -1;
+	}
+	return check_domain(conf, at + 1, cause);
+}
+
+static int
+check_barev_address(struct conf *conf, const char *v, const char **cause)
+{
+	if (*v == '\0')
+		return 0;
+	if (addr_parse(v, &conf->barev_address) == -1) {
+		*cause = "must be an IPv6 address";
+		return -1;
+	}
+	return 0;
+}
+
+static void
+strlist_free(struct conf_strlist *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static void
+strlist_add(struct conf_strlist *l, const char *s)
+{
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	l->v[l->n++] = xstrdup(s);
+}
+
+static int
+listen_add(struct conf_listenlist *l, const char *s, const char **cause)
+{
+	struct conf_listen one;
+
+	if (addr_parse_listen(s, 5299, &one.addr, &one.port, cause) == -1)
+		return -1;
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	l->v[l->n++] = one;
+	return 0;
+}
+
+static int
+set_string(struct conf *conf, const struct conf_key *k, const char *v,
+    const char **cause)
+{
+	char **dst = field(conf, k);
+	enum log_level level;
+
+	switch (k->type) {
+	case CT_STRING:
+		if (k->check != NULL && k->check(conf, v, cause) == -1)
+			return -1;
+		free(*dst);
+		*dst = xstrdup(v);
+		return 0;
+	case CT_LOGLEVEL:
+		if (log_level_parse(v, &level) == -1) {
+			*cause = "must be one of error, warning, info, debug, "
+				 "trace";
+			return -1;
+		}
+		*(enum log_level *)field(conf, k) = level;
+		return 0;
+	default:
+		*cause = "internal: not a string key";
+		return -1;
+	}
+}
+
+static int
+set_number(struct conf *conf, const struct conf_key *k, double v,
+    const char **cause)
+{
+	static char range[128];
+
+	if (v < k->min || v > k->max) {
+		snprintf(range, sizeof(range), "must be from %g to %g", k->min,
+		    k->max);
+		*cause = range;
+		return -1;
+	}
+	if (k->type == CT_INT)
+		*(int *)field(conf, k) = (int)v;
+	else
+		*(double *)field(conf, k) = v;
+	return 0;
+}
+
+static int
+set_default(struct conf *conf, const struct conf_key *k)
+{
+	const char *cause;
+
+	switch (k->type) {
+	case CT_STRING:
+	case CT_LOGLEVEL:
+		return set_string(conf, k, k->def, &cause);
+	case CT_INT:
+	case CT_SECONDS:
+		return set_number(conf, k, strtod(k->def, NULL), &cause);
+	case CT_BOOL:
+		*(int *)field(conf, k) = strcmp(k->def, "true") == 0;
+		return 0;
+	case CT_STRLIST:
+		if (*k->def != '\0')
+			strlist_add(field(conf, k), k->def);
+		return 0;
+	case CT_LISTEN:
+		return listen_add(field(conf, k), k->def, &cause);
+	}
+	return -1;
+}
+
+static const struct conf_key *
+key_find(const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].path, path) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static int
+is_group_prefix(const char *path)
+{
+	size_t i, len = strlen(path);
+
+	for (i = 0; i < NKEYS; i++)
+		if (strncmp(keys[i].path, path, len) == 0 &&
+		    keys[i].path[len] == '.')
+			return 1;
+	return 0;
+}
+
+static const char *
+type_words(enum conf_type t)
+{
+	switch (t) {
+	case CT_STRING:
+	case CT_LOGLEVEL:
+		return "must be a string in double quotes";
+	case CT_INT:
+		return "must be an integer";
+	case CT_SECONDS:
+		return "must be a number of seconds";
+	case CT_BOOL:
+		return "must be true or false";
+	case CT_STRLIST:
+	case CT_LISTEN:
+		return "must be a list of strings, e.g. [ \"a\", \"b\" ]";
+	}
+	return "has the wrong type";
+}
+
+static int
+load_list(struct conf *conf, const struct conf_key *k, config_setting_t *s,
+    const char **cause)
+{
+	int i, n = config_setting_length(s);
+	config_setting_t *e;
+	const char *v;
+
+	if (k->type == CT_STRLIST)
+		strlist_free(field(conf, k));
+	else {
+		struct conf_listenlist *l = field(conf, k);
+		free(l->v);
+		l->v = NULL;
+		l->n = 0;
+	}
+	for (i = 0; i < n; i++) {
+		e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+			*cause = type_words(k->type);
+			return -1;
+		}
+		v = config_setting_get_string(e);
+		if (k->type == CT_LISTEN) {
+			if (listen_add(field(conf, k), v, cause) == -1)
+				return -1;
+			continue;
+		}
+		if (k->check != NULL && k->check(conf, v, cause) == -1)
+			return -1;
+		strlist_add(field(conf, k), v);
+	}
+	if (k->type == CT_LISTEN && n == 0) {
+		*cause = "needs at least one address to listen on";
+		return -1;
+	}
+	return 0;
+}
+
+static int
+load_value(struct conf *conf, const struct conf_key *k, config_setting_t *s,
+    const char **cause)
+{
+	int t = config_setting_type(s);
+
+	switch (k->type) {
+	case CT_STRING:
+	case CT_LOGLEVEL:
+		if (t != CONFIG_TYPE_STRING)
+			break;
+		return set_string(conf, k, config_setting_get_string(s), cause);
+	case CT_INT:
+		if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)
+			return set_number(conf, k,
+			    (double)config_setting_get_int64(s), cause);
+		break;
+	case CT_SECONDS:
+		if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)
+			return set_number(conf, k,
+			    (double)config_setting_get_int64(s), cause);
+		if (t == CONFIG_TYPE_FLOAT)
+			return set_number(conf, k,
+			    config_setting_get_float(s), cause);
+		break;
+	case CT_BOOL:
+		if (t != CONFIG_TYPE_BOOL)
+			break;
+		*(int *)field(conf, k) = config_setting_get_bool(s);
+		return 0;
+	case CT_STRLIST:
+	case CT_LISTEN:
+		if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+			break;
+		return load_list(conf, k, s, cause);
+	}
+	*cause = type_words(k->type);
+	return -1;
+}
+
+/* Walks every setting so that a misspelt key is an error, not a silent default. */
+static int
+load_group(struct conf *conf, config_setting_t *group, const char *prefix,
+    const char *name, char **cause)
+{
+	config_setting_t *s;
+	const struct conf_key *k;
+	const char *why;
+	char path[256];
+	int i, n = config_setting_length(group);
+
+	for (i = 0; i < n; i++) {
+		s = config_setting_get_elem(group, (unsigned)i);
+		snprintf(path, sizeof(path), "%s%s%s", prefix,
+		    *prefix ? "." : "", config_setting_name(s));
+		if (config_setting_type(s) == CONFIG_TYPE_GROUP &&
+		    is_group_prefix(path)) {
+			if (load_group(conf, s, path, name, cause) == -1)
+				return -1;
+			continue;
+		}
+		if ((k = key_find(path)) == NULL) {
+			xasprintf(cause, "%s:%d: unknown key '%s'", name,
+			    config_setting_source_line(s), path);
+			return -1;
+		}
+		if (load_value(conf, k, s, &why) == -1) {
+			xasprintf(cause, "%s:%d: key '%s' %s", name,
+			    config_setting_source_line(s), path, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+read_secret_file(struct conf *conf, config_t *cfg, const char *name,
+    char **cause)
+{
+	config_setting_t *s = config_lookup(cfg, "component.secret_file");
+	char buf[1024];
+	size_t len;
+	FILE *f;
+	int ret = -1;
+
+	if ((f = fopen(conf->component_secret_file, "r")) == NULL) {
+		xasprintf(cause, "%s:%d: key 'component.secret_file' cannot "
+		    "read %s: %s", name, config_setting_source_line(s),
+		    conf->component_secret_file, strerror(errno));
+		return -1;
+	}
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[len] = '\0';
+	if (ferror(f) || !feof(f)) {
+		xasprintf(cause, "%s:%d: key 'component.secret_file' %s is "
+		    "unreadable or longer than %zu bytes", name,
+		    config_setting_source_line(s), conf->component_secret_file,
+		    sizeof(buf) - 1);
+		goto out;
+	}
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0') {
+		xasprintf(cause, "%s:%d: key 'component.secret_file' %s is "
+		    "empty", name, config_setting_source_line(s),
+		    conf->component_secret_file);
+		goto out;
+	}
+	conf->component_secret = xstrdup(buf);
+	ret = 0;
+out:
+	fclose(f);
+	return ret;
+}
+
+/* Rules that involve more than one key. */
+static int
+validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
+{
+	size_t i;
+	const char *dot;
+
+	for (i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &keys[i];
+		if (k->def == NULL && !k->optional &&
+		    config_lookup(cfg, k->path) == NULL) {
+			xasprintf(cause, "%s: missing required key '%s'", name,
+			    k->path);
+			return -1;
+		}
+	}
+	if (conf->component_secret != NULL &&
+	    conf->component_secret_file != NULL) {
+		xasprintf(cause, "%s:%d: key 'component.secret_file' conflicts "
+		    "with 'component.secret': set only one", name,
+		    config_setting_source_line(
+			config_lookup(cfg, "component.secret_file")));
+		return -1;
+	}
+	if (conf->component_secret_file != NULL)
+		return read_secret_file(conf, cfg, name, cause);
+	if (conf->component_secret == NULL) {
+		xasprintf(cause, "%s: missing required key 'component.secret' "
+		    "(or 'component.secret_file')", name);
+		return -1;
+	}
+	if (conf->component_secret[0] == '\0') {
+		xasprintf(cause, "%s:%d: key 'component.secret' is empty", name,
+		    config_setting_source_line(
+			config_lookup(cfg, "component.secret")));
+		return -1;
+	}
+	if (conf->barev_address_text[0] != '\0' && !conf->allow_any_address &&
+	    !addr_is_yggdrasil(&conf->barev_address)) {
+		xasprintf(cause, "%s:%d: key 'barev.address' is not a Yggdrasil "
+		    "address (200::/7)", name, config_setting_source_line(
+			config_lookup(cfg, "barev.address")));
+		return -1;
+	}
+	if (conf->reconnect_max < conf->reconnect_min) {
+		xasprintf(cause, "%s: key 'component.reconnect_max' must not be "
+		    "below 'component.reconnect_min'", name);
+		return -1;
+	}
+	if (conf->redial_max < conf->redial_min) {
+		xasprintf(cause, "%s: key 'barev.redial_max' must not be below "
+		    "'barev.redial_min'", name);
+		return -1;
+	}
+	if (conf->access_domains.n == 0 && conf->access_jids.n == 0 &&
+	    (dot = strchr(conf->component_jid, '.')) != NULL)
+		strlist_add(&conf->access_domains, dot + 1);
+	return 0;
+}
+
+static int
+load(const char *name, const char *text, struct conf **out, char **cause)
+{
+	struct conf *conf = xcalloc(1, sizeof(*conf));
+	config_t cfg;
+	size_t i;
+	int rc;
+
+	*cause = NULL;
+	config_init(&cfg);
+	conf->path = xstrdup(name);
+	for (i = 0; i < NKEYS; i++) {
+		if (keys[i].def != NULL && set_default(conf, &keys[i]) == -1)
+			fatalx("conf: bad built-in default for %s", keys[i].path);
+	}
+	if (text != NULL)
+		rc = config_read_string(&cfg, text);
+	else
+		rc = config_read_file(&cfg, name);
+	if (rc != CONFIG_TRUE) {
+		if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+			xasprintf(cause, "%s: cannot read: %s", name,
+			    strerror(errno ? errno : EIO));
+		else
+			xasprintf(cause, "%s:%d: %s", name,
+			    config_error_line(&cfg), config_error_text(&cfg));
+		goto fail;
+	}
+	if (load_group(conf, config_root_setting(&cfg), "", name, cause) == -1)
+		goto fail;
+	if (validate(conf, &cfg, name, cause) == -1)
+		goto fail;
+	config_destroy(&cfg);
+	*out = conf;
+	return 0;
+fail:
+	config_destroy(&cfg);
+	conf_free(conf);
+	return -1;
+}
+
+int
+conf_load(const char *path, struct conf **out, char **cause)
+{
+	FILE *f;
+
+	/* libconfig reports a missing file as a bare "file I/O error". */
+	if ((f = fopen(path, "r")) == NULL) {
+		xasprintf(cause, "%s: cannot read: %s", path, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	errno = 0;
+	return load(path, NULL, out, cause);
+}
+
+int
+conf_load_string(const char *name, const char *text, struct conf **out,
+    char **cause)
+{
+	return load(name, text, out, cause);
+}
+
+void
+conf_free(struct conf *conf)
+{
+	size_t i;
+
+	if (conf == NULL)
+		return;
+	for (i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &keys[i];
+		switch (k->type) {
+		case CT_STRING:
+			free(*(char **)field(conf, k));
+			break;
+		case CT_STRLIST:
+			strlist_free(field(conf, k));
+			break;
+		case CT_LISTEN:
+			free(((struct conf_listenlist *)field(conf, k))->v);
+			break;
+		default:
+			break;
+		}
+	}
+	free(conf->path);
+	free(conf);
+}
+
+const char *
+conf_key_name(size_t i)
+{
+	return i < NKEYS ? keys[i].path : NULL;
+}
+
+static int
+strlist_equal(const struct conf_strlist *a, const struct conf_strlist *b)
+{
+	size_t i;
+
+	if (a->n != b->n)
+		return 0;
+	for (i = 0; i < a->n; i++)
+		if (strcmp(a->v[i], b->v[i]) != 0)
+			return 0;
+	return 1;
+}
+
+static int
+value_equal(const struct conf *a, const struct conf *b,
+    const struct conf_key *k)
+{
+	const void *fa = cfield(a, k), *fb = cfield(b, k);
+	const struct conf_listenlist *la = fa, *lb = fb;
+	const char *sa, *sb;
+
+	switch (k->type) {
+	case CT_STRING:
+		sa = *(char *const *)fa;
+		sb = *(char *const *)fb;
+		if (sa == NULL || sb == NULL)
+			return sa == sb;
+		return strcmp(sa, sb) == 0;
+	case CT_INT:
+	case CT_BOOL:
+		return *(const int *)fa == *(const int *)fb;
+	case CT_SECONDS:
+		return *(const double *)fa == *(const double *)fb;
+	case CT_LOGLEVEL:
+		return *(const enum log_level *)fa ==
+		    *(const enum log_level *)fb;
+	case CT_STRLIST:
+		return strlist_equal(fa, fb);
+	case CT_LISTEN:
+		return la->n == lb->n &&
+		    memcmp(la->v, lb->v, la->n * sizeof(*la->v)) == 0;
+	}
+	return 0;
+}
+
+/* Replaces dst's value of one key with a deep copy of src's. */
+static void
+value_copy(struct conf *dst, const struct conf *src, const struct conf_key *k)
+{
+	const struct conf_strlist *sl;
+	const struct conf_listenlist *ll;
+	struct conf_listenlist *dl;
+	char **ds;
+	size_t i;
+
+	switch (k->type) {
+	case CT_STRING:
+		ds = field(dst, k);
+		free(*ds);
+		*ds = NULL;
+		if (*(char *const *)cfield(src, k) != NULL)
+			*ds = xstrdup(*(char *const *)cfield(src, k));
+		break;
+	case CT_INT:
+	case CT_BOOL:
+		*(int *)field(dst, k) = *(const int *)cfield(src, k);
+		break;
+	case CT_SECONDS:
+		*(double *)field(dst, k) = *(const double *)cfield(src, k);
+		break;
+	case CT_LOGLEVEL:
+		*(enum log_level *)field(dst, k) =
+		    *(const enum log_level *)cfield(src, k);
+		break;
+	case CT_STRLIST:
+		sl = cfield(src, k);
+		strlist_free(field(dst, k));
+		for (i = 0; i < sl->n; i++)
+			strlist_add(field(dst, k), sl->v[i]);
+		break;
+	case CT_LISTEN:
+		ll = cfield(src, k);
+		dl = field(dst, k);
+		free(dl->v);
+		dl->v = xcalloc(ll->n, sizeof(*dl->v));
+		memcpy(dl->v, ll->v, ll->n * sizeof(*dl->v));
+		dl->n = ll->n;
+		break;
+	}
+}
+
+void
+conf_keep_fixed(struct conf *fresh, const struct conf *old,
+    void (*warn)(const char *key))
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &keys[i];
+		if (k->reloadable || value_equal(fresh, old, k))
+			continue;
+		warn(k->path);
+		value_copy(fresh, old, k);
+	}
+	fresh->barev_address = old->barev_address;
+}

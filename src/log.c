@@ -1,0 +1,158 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "log.h"
+
+static enum log_level cur_level = LOG_LEVEL_INFO;
+static int to_syslog;
+static const char *log_ident = "barev-gateway";
+
+static const char *const level_names[] = {
+	[LOG_LEVEL_ERROR] = "error",
+	[LOG_LEVEL_WARN] = "warning",
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_DEBUG] = "debug",
+	[LOG_LEVEL_TRACE] = "trace",
+};
+
+static const int syslog_prio[] = {
+	[LOG_LEVEL_ERROR] = LOG_ERR,
+	[LOG_LEVEL_WARN] = LOG_WARNING,
+	[LOG_LEVEL_INFO] = LOG_INFO,
+	[LOG_LEVEL_DEBUG] = LOG_DEBUG,
+	[LOG_LEVEL_TRACE] = LOG_DEBUG,
+};
+
+void
+log_init(const char *ident, enum log_level level, int use_syslog)
+{
+	if (to_syslog && !use_syslog)
+		closelog();
+	log_ident = ident;
+	cur_level = level;
+	to_syslog = use_syslog;
+	if (to_syslog)
+		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+void
+log_set_level(enum log_level level)
+{
+	cur_level = level;
+}
+
+enum log_level
+log_get_level(void)
+{
+	return cur_level;
+}
+
+int
+log_level_parse(const char *name, enum log_level *out)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcasecmp(name, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *
+log_level_name(enum log_level level)
+{
+	return level_names[level];
+}
+
+static void
+vlog(enum log_level level, const char *fmt, va_list ap)
+{
+	char line[2048];
+	struct timespec ts;
+	struct tm tm;
+	char stamp[32];
+
+	if (level > cur_level)
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	if (to_syslog) {
+		syslog(syslog_prio[level], "%s", line);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000,
+	    log_ident, level_names[level], line);
+}
+
+#define LOG_FN(name, level)                                                \
+	void name(const char *fmt, ...)                                    \
+	{                                                                  \
+		va_list ap;                                                \
+		va_start(ap, fmt);                                         \
+		vlog(level, fmt, ap);                                      \
+		va_end(ap);                                                \
+	}
+
+LOG_FN(log_err, LOG_LEVEL_ERROR)
+LOG_FN(log_warn, LOG_LEVEL_WARN)
+LOG_FN(log_info, LOG_LEVEL_INFO)
+LOG_FN(log_debug, LOG_LEVEL_DEBUG)
+LOG_FN(log_trace, LOG_LEVEL_TRACE)
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_LEVEL_ERROR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+static void
+strophe_log(void *userdata, xmpp_log_level_t level, const char *area,
+    const char *msg)
+{
+	enum log_level ours;
+
+	switch (level) {
+	case XMPP_LEVEL_ERROR:
+		ours = LOG_LEVEL_WARN; /* the link layer decides what is fatal */
+		break;
+	case XMPP_LEVEL_WARN:
+		ours = LOG_LEVEL_INFO;
+		break;
+	default:
+		ours = LOG_LEVEL_TRACE;
+		break;
+	}
+	if (ours > cur_level)
+		return;
+	(void)userdata;
+	if (ours == LOG_LEVEL_WARN)
+		log_warn("libstrophe %s: %s", area, msg);
+	else if (ours == LOG_LEVEL_INFO)
+		log_info("libstrophe %s: %s", area, msg);
+	else
+		log_trace("libstrophe %s: %s", area, msg);
+}
+
+static const xmpp_log_t strophe_logger = { strophe_log, NULL };
+
+const xmpp_log_t *
+log_strophe_logger(void)
+{
+	return &strophe_logger;
+}

@@ -1,0 +1,249 @@
+#include "config.h"
+
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strophe.h>
+
+#include "component.h"
+#include "conf.h"
+#include "log.h"
+#include "service.h"
+#include "xmalloc.h"
+
+#define EXIT_BADCONF 2
+
+struct gateway {
+	struct event_base *base;
+	struct conf *conf;
+	const char *conf_path;
+	int cli_level; /* -1: take log.level from the file */
+	int cli_syslog;
+	struct component *link;
+	struct service *service;
+	struct event *ev_term;
+	struct event *ev_int;
+	struct event *ev_hup;
+	int stopping;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: barev-gateway [-c FILE] [-t] [-f] [-v|-vv] [-q] [-s]\n"
+	    "       barev-gateway --version | --help\n"
+	    "\n"
+	    "  -c FILE    configuration file (default " CONF_DEFAULT_PATH ")\n"
+	    "  -t         check the configuration and exit (0 good, 2 bad)\n"
+	    "  -f         stay in the foreground (always; for init systems)\n"
+	    "  -v         more verbose: debug; twice: trace (libstrophe, raw XML)\n"
+	    "  -q         log errors only\n"
+	    "  -s         log to syslog instead of stderr\n"
+	    "  --version  print the version and exit\n"
+	    "  --help     print this help and exit\n");
+}
+
+static int
+link_send(void *arg, xmpp_stanza_t *stanza)
+{
+	return component_send(arg, stanza);
+}
+
+static void
+on_link_up(void *arg)
+{
+}
+
+static void
+on_link_down(void *arg)
+{
+}
+
+static void
+on_stanza(void *arg, xmpp_stanza_t *stanza)
+{
+	struct gateway *gw = arg;
+
+	service_handle(gw->service, stanza);
+}
+
+static const struct component_cb link_cb = {
+	on_link_up,
+	on_link_down,
+	on_stanza,
+};
+
+static void
+apply_logging(struct gateway *gw)
+{
+	int level = gw->cli_level >= 0 ? gw->cli_level : (int)gw->conf->log_level;
+
+	log_init("barev-gateway", (enum log_level)level,
+	    gw->cli_syslog || gw->conf->log_syslog);
+}
+
+static void
+warn_fixed(const char *key)
+{
+	log_warn("conf: key '%s' changed; it takes effect only after a restart",
+	    key);
+}
+
+static void
+reload(struct gateway *gw)
+{
+	struct conf *fresh;
+	char *cause;
+
+	if (conf_load(gw->conf_path, &fresh, &cause) == -1) {
+		log_err("conf: reload failed, keeping the old configuration: %s",
+		    cause);
+		free(cause);
+		return;
+	}
+	conf_keep_fixed(fresh, gw->conf, warn_fixed);
+	conf_free(gw->conf);
+	gw->conf = fresh;
+	apply_logging(gw);
+	component_set_conf(gw->link, gw->conf);
+	log_info("conf: reloaded %s", gw->conf_path);
+}
+
+static void
+stopped(void *arg)
+{
+	struct gateway *gw = arg;
+
+	event_base_loopbreak(gw->base);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct gateway *gw = arg;
+
+	if (sig == SIGHUP) {
+		reload(gw);
+		return;
+	}
+	if (gw->stopping) {
+		log_warn("main: second signal, exiting now");
+		event_base_loopbreak(gw->base);
+		return;
+	}
+	gw->stopping = 1;
+	log_info("main: exiting reason=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	component_shutdown(gw->link, stopped, gw);
+}
+
+static int
+run(struct gateway *gw)
+{
+	struct service_out out;
+
+	gw->base = event_base_new();
+	if (gw->base == NULL)
+		fatalx("main: cannot create the event loop");
+	gw->ev_term = evsignal_new(gw->base, SIGTERM, on_signal, gw);
+	gw->ev_int = evsignal_new(gw->base, SIGINT, on_signal, gw);
+	gw->ev_hup = evsignal_new(gw->base, SIGHUP, on_signal, gw);
+	evsignal_add(gw->ev_term, NULL);
+	evsignal_add(gw->ev_int, NULL);
+	evsignal_add(gw->ev_hup, NULL);
+
+	xmpp_initialize();
+	gw->link = component_new(gw->base, gw->conf, &link_cb, gw);
+	out.send = link_send;
+	out.arg = gw->link;
+	gw->service = service_new(gw->conf->component_jid, &out);
+	log_info("main: starting version=%s jid=%s", PACKAGE_VERSION,
+	    gw->conf->component_jid);
+	component_start(gw->link);
+
+	event_base_dispatch(gw->base);
+
+	service_free(gw->service);
+	component_free(gw->link);
+	xmpp_shutdown();
+	event_free(gw->ev_term);
+	event_free(gw->ev_int);
+	event_free(gw->ev_hup);
+	event_base_free(gw->base);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct gateway gw;
+	int ch, check_only = 0, verbose = 0, quiet = 0, rc;
+	char *cause;
+
+	memset(&gw, 0, sizeof(gw));
+	gw.conf_path = CONF_DEFAULT_PATH;
+	gw.cli_level = -1;
+	while ((ch = getopt_long(argc, argv, "c:tfvqs", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			gw.conf_path = optarg;
+			break;
+		case 't':
+			check_only = 1;
+			break;
+		case 'f':
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'q':
+			quiet = 1;
+			break;
+		case 's':
+			gw.cli_syslog = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_BADCONF;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return EXIT_BADCONF;
+	}
+	if (quiet)
+		gw.cli_level = LOG_LEVEL_ERROR;
+	else if (verbose > 0)
+		gw.cli_level = verbose > 1 ? LOG_LEVEL_TRACE : LOG_LEVEL_DEBUG;
+
+	if (conf_load(gw.conf_path, &gw.conf, &cause) == -1) {
+		fprintf(stderr, "barev-gateway: %s\n", cause);
+		free(cause);
+		return EXIT_BADCONF;
+	}
+	if (check_only) {
+		printf("barev-gateway: %s: configuration is valid\n",
+		    gw.conf_path);
+		conf_free(gw.conf);
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	apply_logging(&gw);
+	rc = run(&gw);
+	conf_free(gw.conf);
+	return rc;
+}
