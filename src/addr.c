@@ -54,7 +54,7 @@ parse_port(const char *s, uint16_t *port)
 	if (*s == '\0' || !isdigit((unsigned char)*s))
 		return -1;
 	v = strtol(s, &end, 10);
-	if (*end != '\0' || v < 1 || v > 65535)
+	if (*end != '\0' || v < 0 || v > 65535)
 		return -1;
 	*port = (uint16_t)v;
 	return 0;
@@ -79,7 +79,7 @@ addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
 		hlen = (size_t)(close - s - 1);
 		if (close[1] == ':') {
 			if (parse_port(close + 2, port) == -1) {
-				*cause = "port must be a number from 1 to 65535";
+				*cause = "port must be a number from 0 (any free port) to 65535";
 				return -1;
 			}
 		} else if (close[1] != '\0') {
@@ -89,7 +89,7 @@ addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
 		s++;
 	} else if (s[0] == ':' && s[1] != ':') {
 		if (parse_port(s + 1, port) == -1) {
-			*cause = "port must be a number from 1 to 65535";
+			*cause = "port must be a number from 0 (any free port) to 65535";
 			return -1;
 		}
 		return 0;

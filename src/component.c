@@ -57,6 +57,7 @@ struct component {
 	struct event *ev_timer; /* backoff, tick, and the stop deadline */
 
 	unsigned attempt;
+	int tcp_up; /* this attempt got past the TCP connect */
 	time_t up_since;
 	char down_reason[256];
 
@@ -271,6 +272,10 @@ on_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 	else if (error != 0)
 		snprintf(c->down_reason, sizeof(c->down_reason),
 		    "socket-error error=\"%s\"", strerror(error));
+	else if (was == LINK_CONNECTING && !c->tcp_up)
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "connect-failed (is the server listening on %s:%u?)",
+		    c->host, c->port);
 	else if (was == LINK_CONNECTING)
 		snprintf(c->down_reason, sizeof(c->down_reason),
 		    "handshake-failed (check component.secret and that the "
@@ -294,6 +299,7 @@ dial(struct component *c)
 	int rc;
 
 	set_state(c, LINK_CONNECTING);
+	c->tcp_up = 0;
 	log_info("component: connecting server=%s:%u attempt=%u", c->host,
 	    c->port, c->attempt + 1);
 	rc = xmpp_connect_component(c->conn, c->host, c->port, on_conn_event,
@@ -355,6 +361,8 @@ pump(struct component *c)
 		xmpp_run_once(c->ctx, 0);
 		if (c->fd < 0)
 			return;
+		if (xmpp_conn_is_connected(c->conn))
+			c->tcp_up = 1;
 		if (i >= 1 && xmpp_conn_send_queue_len(c->conn) == 0 &&
 		    !xmpp_conn_is_connecting(c->conn))
 			return;

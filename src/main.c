@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strophe.h>
 
+#include "barev.h"
 #include "component.h"
 #include "conf.h"
 #include "log.h"
@@ -24,6 +25,8 @@ struct gateway {
 	int cli_syslog;
 	struct component *link;
 	struct service *service;
+	struct barev *barev;
+	int pending_stops;
 	struct event *ev_term;
 	struct event *ev_int;
 	struct event *ev_hup;
@@ -77,6 +80,52 @@ static const struct component_cb link_cb = {
 	on_stanza,
 };
 
+/*
+ * The Barev side's view of users and contacts. Until users can register
+ * (the bridge), there is no local identity: every inbound stream is
+ * refused with host-unknown once its header names one.
+ */
+static int
+barev_lookup_local(void *arg, const char *to_nick,
+    const struct in6_addr *dialled, struct barev_jid *out)
+{
+	return -1;
+}
+
+static enum barev_verdict
+barev_allow(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote)
+{
+	return BAREV_DENY;
+}
+
+static void
+barev_up(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote)
+{
+}
+
+static void
+barev_down(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote, const char *reason)
+{
+}
+
+static int
+barev_stanza(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote, xmpp_stanza_t *stanza)
+{
+	return -1;
+}
+
+static const struct barev_cb barev_callbacks = {
+	barev_lookup_local,
+	barev_allow,
+	barev_up,
+	barev_down,
+	barev_stanza,
+};
+
 static void
 apply_logging(struct gateway *gw)
 {
@@ -110,15 +159,18 @@ reload(struct gateway *gw)
 	gw->conf = fresh;
 	apply_logging(gw);
 	component_set_conf(gw->link, gw->conf);
+	barev_set_conf(gw->barev, gw->conf);
 	log_info("conf: reloaded %s", gw->conf_path);
 }
 
+/* Both sides report here once they have closed. */
 static void
 stopped(void *arg)
 {
 	struct gateway *gw = arg;
 
-	event_base_loopbreak(gw->base);
+	if (--gw->pending_stops == 0)
+		event_base_loopbreak(gw->base);
 }
 
 static void
@@ -137,6 +189,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	gw->stopping = 1;
 	log_info("main: exiting reason=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	gw->pending_stops = 2;
+	barev_shutdown(gw->barev, stopped, gw);
 	component_shutdown(gw->link, stopped, gw);
 }
 
@@ -144,6 +198,8 @@ static int
 run(struct gateway *gw)
 {
 	struct service_out out;
+	char *cause;
+	int rc = 0;
 
 	gw->base = event_base_new();
 	if (gw->base == NULL)
@@ -160,12 +216,21 @@ run(struct gateway *gw)
 	out.send = link_send;
 	out.arg = gw->link;
 	gw->service = service_new(gw->conf->component_jid, &out);
+	gw->barev = barev_new(gw->base, component_ctx(gw->link), gw->conf,
+	    &barev_callbacks, gw, &cause);
+	if (gw->barev == NULL) {
+		log_err("barev: %s", cause);
+		free(cause);
+		rc = 1;
+		goto out;
+	}
 	log_info("main: starting version=%s jid=%s", PACKAGE_VERSION,
 	    gw->conf->component_jid);
 	component_start(gw->link);
 
 	event_base_dispatch(gw->base);
-
+out:
+	barev_free(gw->barev);
 	service_free(gw->service);
 	component_free(gw->link);
 	xmpp_shutdown();
@@ -173,7 +238,7 @@ run(struct gateway *gw)
 	event_free(gw->ev_int);
 	event_free(gw->ev_hup);
 	event_base_free(gw->base);
-	return 0;
+	return rc;
 }
 
 int
@@ -243,6 +308,12 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	apply_logging(&gw);
+	if (barev_raise_fd_limit(&cause) == -1) {
+		log_err("main: %s", cause);
+		free(cause);
+		conf_free(gw.conf);
+		return 1;
+	}
 	rc = run(&gw);
 	conf_free(gw.conf);
 	return rc;

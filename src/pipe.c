@@ -1,0 +1,715 @@
+#include "config.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pipe.h"
+#include "stanza.h"
+#include "xmalloc.h"
+
+#define NS_PING "urn:xmpp:ping"
+#define NS_YGGB_PING "urn:yggb:ping"
+#define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+/* A peer's header attributes we keep, to address a rejection. */
+#define PEER_ATTR_MAX 256
+#define READ_CHUNK 16384
+
+static const char *const state_names[] = {
+	[PIPE_CONNECTING] = "connecting",
+	[PIPE_HEADER_WAIT] = "header-wait",
+	[PIPE_OPEN] = "open",
+	[PIPE_CLOSING] = "closing",
+	[PIPE_DEAD] = "dead",
+};
+
+struct pipe {
+	uint64_t id;
+	enum pipe_state state;
+	enum pipe_dir dir;
+	struct event_base *base;
+	xmpp_ctx_t *ctx;
+	int fd;
+	struct in6_addr peer;
+	char peer_text[ADDR_STRLEN];
+	const struct pipe_params *params;
+	const struct pipe_cb *cb;
+	void *cb_arg;
+	void *owner_data;
+
+	struct event *ev_read;
+	struct event *ev_write;
+	struct event *ev_timer;
+	struct evbuffer *out;
+	struct xstream *xs;
+
+	struct barev_jid local;
+	struct barev_jid remote;
+	char local_text[BAREV_JID_STRLEN];
+	char remote_text[BAREV_JID_STRLEN];
+	int have_identity;
+	char peer_from[PEER_ATTR_MAX];
+	char peer_to[PEER_ATTR_MAX];
+
+	int header_sent;
+	int wrote_any;
+	int shut_wr;
+	int peer_ended;
+	double opened_at;
+	double last_rx;
+	unsigned ping_misses;
+	int ping_pending;
+	unsigned ping_seq;
+	char ping_id[48];
+	double ping_sent_at;
+	xmpp_stanza_t *presence; /* the last one we sent, to repeat after pings */
+	const char *close_reason;
+};
+
+static void pipe_dead(struct pipe *p, const char *reason);
+
+double
+pipe_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+set_state(struct pipe *p, enum pipe_state next)
+{
+	if (p->state == next)
+		return;
+	log_debug("pipe %llu: state %s -> %s peer=%s",
+	    (unsigned long long)p->id, state_names[p->state],
+	    state_names[next], p->peer_text);
+	p->state = next;
+}
+
+static void
+timer_in(struct pipe *p, double seconds)
+{
+	struct timeval tv;
+
+	if (seconds < 0)
+		seconds = 0;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(p->ev_timer, &tv);
+}
+
+/* Writes now when nothing is queued, so each stanza tends to get its own segment. */
+static void
+write_bytes(struct pipe *p, const char *data, size_t len)
+{
+	ssize_t n = 0;
+
+	if (p->state == PIPE_DEAD || p->state == PIPE_CLOSING || p->shut_wr ||
+	    len == 0)
+		return;
+	p->wrote_any = 1;
+	if (evbuffer_get_length(p->out) == 0) {
+		n = send(p->fd, data, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR) {
+				pipe_dead(p, errno == ECONNRESET ? "reset"
+								  : "write-error");
+				return;
+			}
+			n = 0;
+		}
+	}
+	if ((size_t)n == len)
+		return;
+	evbuffer_add(p->out, data + n, len - (size_t)n);
+	if (evbuffer_get_length(p->out) > p->params->max_output) {
+		log_info("pipe %llu: peer is not reading; output exceeds %zu "
+			 "bytes", (unsigned long long)p->id,
+		    p->params->max_output);
+		pipe_dead(p, "slow-reader");
+		return;
+	}
+	event_add(p->ev_write, NULL);
+}
+
+static void
+write_str(struct pipe *p, const char *s)
+{
+	write_bytes(p, s, strlen(s));
+}
+
+static void
+maybe_shutdown(struct pipe *p)
+{
+	if (p->state == PIPE_CLOSING && !p->shut_wr &&
+	    evbuffer_get_length(p->out) == 0) {
+		shutdown(p->fd, SHUT_WR);
+		p->shut_wr = 1;
+	}
+}
+
+/* Attribute text for a header; the peer's own strings may hold anything. */
+static void
+attr_escape(const char *in, char *out, size_t outlen)
+{
+	size_t o = 0;
+	const char *rep;
+
+	for (; *in != '\0'; in++) {
+		switch (*in) {
+		case '&': rep = "&amp;"; break;
+		case '<': rep = "&lt;"; break;
+		case '>': rep = "&gt;"; break;
+		case '"': rep = "&quot;"; break;
+		case '\'': rep = "&apos;"; break;
+		default: rep = NULL; break;
+		}
+		if ((unsigned char)*in < 0x20)
+			continue;
+		if (rep == NULL) {
+			if (o + 2 > outlen)
+				break;
+			out[o++] = *in;
+		} else {
+			if (o + strlen(rep) + 1 > outlen)
+				break;
+			memcpy(out + o, rep, strlen(rep));
+			o += strlen(rep);
+		}
+	}
+	out[o] = '\0';
+}
+
+/* Exactly the reference client's bytes: double quotes, " ?>", one LF, no id or version. */
+static void
+send_header(struct pipe *p)
+{
+	char from[PEER_ATTR_MAX * 6], to[PEER_ATTR_MAX * 6], *hdr;
+
+	if (p->header_sent)
+		return;
+	if (p->have_identity) {
+		attr_escape(p->local_text, from, sizeof(from));
+		attr_escape(p->remote_text, to, sizeof(to));
+	} else {
+		/* A rejection before we know who is who: echo the peer's view. */
+		attr_escape(p->peer_to, from, sizeof(from));
+		attr_escape(p->peer_from, to, sizeof(to));
+	}
+	xasprintf(&hdr,
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n"
+	    "<stream:stream xmlns=\"jabber:client\" "
+	    "xmlns:stream=\"http://etherx.jabber.org/streams\" "
+	    "from=\"%s\" to=\"%s\">", from, to);
+	p->header_sent = 1;
+	write_str(p, hdr);
+	free(hdr);
+}
+
+static void
+send_stanza_text(struct pipe *p, xmpp_stanza_t *st)
+{
+	char *buf;
+	size_t len;
+
+	if (xmpp_stanza_to_text(st, &buf, &len) != XMPP_EOK) {
+		log_warn("pipe %llu: could not serialise a stanza",
+		    (unsigned long long)p->id);
+		return;
+	}
+	write_bytes(p, buf, len);
+	xmpp_free(p->ctx, buf);
+}
+
+static int
+is_plain_available(xmpp_stanza_t *presence)
+{
+	return xmpp_stanza_get_type(presence) == NULL &&
+	    stanza_child(presence, "show", NULL) == NULL &&
+	    stanza_child(presence, "status", NULL) == NULL;
+}
+
+static void
+send_ping(struct pipe *p)
+{
+	char buf[512];
+
+	snprintf(p->ping_id, sizeof(p->ping_id), "ping-%lld-%u",
+	    (long long)time(NULL), ++p->ping_seq);
+	snprintf(buf, sizeof(buf),
+	    "<iq type=\"get\" id=\"%s\" from=\"%s\" to=\"%s\">"
+	    "<ping xmlns=\"" NS_PING "\"/></iq>",
+	    p->ping_id, p->local_text, p->remote_text);
+	write_str(p, buf);
+	p->ping_pending = 1;
+	p->ping_sent_at = pipe_now();
+	/* Being pinged resets the peer's view of us to plain available. */
+	if (p->presence != NULL && !is_plain_available(p->presence))
+		send_stanza_text(p, p->presence);
+	timer_in(p, p->params->ping_timeout);
+}
+
+static void
+keepalive(struct pipe *p)
+{
+	double now = pipe_now(), idle = now - p->last_rx;
+
+	if (p->ping_pending) {
+		if (now - p->ping_sent_at < p->params->ping_timeout) {
+			timer_in(p, p->params->ping_timeout -
+			    (now - p->ping_sent_at));
+			return;
+		}
+		p->ping_pending = 0;
+		p->ping_misses++;
+		log_debug("pipe %llu: ping unanswered misses=%u",
+		    (unsigned long long)p->id, p->ping_misses);
+		if (p->ping_misses >= (unsigned)p->params->ping_failures) {
+			pipe_close(p, "ping-timeout", NULL);
+			return;
+		}
+		send_ping(p);
+		return;
+	}
+	if (idle >= p->params->ping_interval) {
+		send_ping(p);
+		return;
+	}
+	timer_in(p, p->params->ping_interval - idle);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct pipe *p = arg;
+
+	switch (p->state) {
+	case PIPE_CONNECTING:
+		pipe_dead(p, "connect-timeout");
+		break;
+	case PIPE_HEADER_WAIT:
+		pipe_close(p, "handshake-timeout", NULL);
+		break;
+	case PIPE_OPEN:
+		keepalive(p);
+		break;
+	case PIPE_CLOSING:
+		pipe_dead(p, p->close_reason);
+		break;
+	case PIPE_DEAD:
+		break;
+	}
+}
+
+static void
+open_pipe(struct pipe *p)
+{
+	set_state(p, PIPE_OPEN);
+	p->opened_at = pipe_now();
+	timer_in(p, p->params->ping_interval);
+	p->cb->open(p->cb_arg, p);
+}
+
+static void
+xs_open(void *arg, const char *from, const char *to, const char **attrs)
+{
+	struct pipe *p = arg;
+	const char *condition = "undefined-condition";
+
+	snprintf(p->peer_from, sizeof(p->peer_from), "%s", from ? from : "");
+	snprintf(p->peer_to, sizeof(p->peer_to), "%s", to ? to : "");
+	if (p->state != PIPE_HEADER_WAIT)
+		return;
+	if (p->cb->header(p->cb_arg, p, from, to, &condition) == -1) {
+		pipe_close(p, "rejected", condition);
+		return;
+	}
+	if (p->dir == PIPE_INBOUND)
+		send_header(p);
+	if (p->state == PIPE_HEADER_WAIT)
+		open_pipe(p);
+}
+
+static void
+answer_iq(struct pipe *p, xmpp_stanza_t *iq, const char *condition)
+{
+	xmpp_stanza_t *r;
+
+	if (condition == NULL)
+		r = stanza_reply(iq, "result");
+	else
+		r = stanza_error_reply(iq, "cancel", condition, NULL);
+	pipe_send(p, r);
+	xmpp_stanza_release(r);
+}
+
+/* Handles what the engine answers itself; 1 if it did. */
+static int
+handle_iq(struct pipe *p, xmpp_stanza_t *st)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	const char *id = xmpp_stanza_get_id(st);
+
+	if (type == NULL)
+		return 0;
+	if (strcmp(type, "get") == 0 && id != NULL &&
+	    (stanza_child(st, "ping", NS_PING) != NULL ||
+		stanza_child(st, "ping", NS_YGGB_PING) != NULL)) {
+		answer_iq(p, st, NULL);
+		return 1;
+	}
+	if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+	    id != NULL && strncmp(id, "ping-", 5) == 0)
+		return 1; /* any traffic already counted as a pong */
+	return 0;
+}
+
+static void
+xs_stanza(void *arg, xmpp_stanza_t *st)
+{
+	struct pipe *p = arg;
+	const char *name = xmpp_stanza_get_name(st);
+	const char *ns = xmpp_stanza_get_ns(st);
+	const char *type;
+	xmpp_stanza_t *cond;
+
+	/* After a graceful close the peer's last stanzas still count. */
+	if (p->state != PIPE_OPEN &&
+	    !(p->state == PIPE_CLOSING && p->opened_at > 0))
+		return;
+	if (strcmp(name, "error") == 0 && ns != NULL &&
+	    strcmp(ns, XSTREAM_NS_STREAMS) == 0) {
+		cond = xmpp_stanza_get_children(st);
+		while (cond != NULL && !xmpp_stanza_is_tag(cond))
+			cond = xmpp_stanza_get_next(cond);
+		log_info("pipe %llu: peer sent stream error condition=%s",
+		    (unsigned long long)p->id,
+		    cond ? xmpp_stanza_get_name(cond) : "none");
+		pipe_close(p, "peer-stream-error", NULL);
+		return;
+	}
+	if (strcmp(name, "iq") == 0 && handle_iq(p, st))
+		return;
+	if (p->cb->stanza(p->cb_arg, p, st) == 0)
+		return;
+	type = xmpp_stanza_get_type(st);
+	if (p->state == PIPE_OPEN && strcmp(name, "iq") == 0 && type != NULL &&
+	    (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
+		answer_iq(p, st, "service-unavailable");
+		return;
+	}
+	log_debug("pipe %llu: ignored %s", (unsigned long long)p->id, name);
+}
+
+static void
+xs_pre_header_error(void *arg, xmpp_stanza_t *err)
+{
+	struct pipe *p = arg;
+	xmpp_stanza_t *cond = xmpp_stanza_get_children(err);
+
+	while (cond != NULL && !xmpp_stanza_is_tag(cond))
+		cond = xmpp_stanza_get_next(cond);
+	log_info("pipe %llu: peer refused the stream condition=%s",
+	    (unsigned long long)p->id,
+	    cond ? xmpp_stanza_get_name(cond) : "none");
+	pipe_close(p, "peer-refused", NULL);
+}
+
+static void
+xs_close(void *arg)
+{
+	struct pipe *p = arg;
+
+	p->peer_ended = 1;
+	pipe_close(p, "stream-end", NULL);
+}
+
+static void
+xs_error(void *arg, enum xstream_error err, const char *detail)
+{
+	struct pipe *p = arg;
+
+	log_info("pipe %llu: bad input from peer=%s: %s",
+	    (unsigned long long)p->id, p->peer_text, detail);
+	pipe_close(p, xstream_error_name(err), xstream_error_name(err));
+}
+
+static const struct xstream_cb xs_callbacks = {
+	xs_open,
+	xs_stanza,
+	xs_pre_header_error,
+	xs_close,
+	xs_error,
+};
+
+static void
+on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct pipe *p = arg;
+	char buf[READ_CHUNK];
+	ssize_t n;
+
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		/* A reset after the stream ended is how many peers close. */
+		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason
+			: errno == ECONNRESET ? "reset" : "read-error");
+		return;
+	}
+	if (n == 0) {
+		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason : "eof");
+		return;
+	}
+	p->last_rx = pipe_now();
+	p->ping_pending = 0;
+	p->ping_misses = 0;
+	/* While closing, a stopped parser just drains, so that close sends no reset. */
+	xstream_feed(p->xs, buf, (size_t)n);
+}
+
+static void
+connected(struct pipe *p)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		log_debug("pipe %llu: connect failed peer=%s error=\"%s\"",
+		    (unsigned long long)p->id, p->peer_text, strerror(err));
+		pipe_dead(p, "connect-failed");
+		return;
+	}
+	set_state(p, PIPE_HEADER_WAIT);
+	event_add(p->ev_read, NULL);
+	timer_in(p, p->params->handshake_timeout);
+	send_header(p);
+}
+
+static void
+on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct pipe *p = arg;
+
+	if (p->state == PIPE_CONNECTING) {
+		connected(p);
+		return;
+	}
+	if (evbuffer_write(p->out, fd) < 0 && errno != EAGAIN &&
+	    errno != EINTR) {
+		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason
+						    : "write-error");
+		return;
+	}
+	if (evbuffer_get_length(p->out) > 0) {
+		event_add(p->ev_write, NULL);
+		return;
+	}
+	maybe_shutdown(p);
+}
+
+struct pipe *
+pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
+    enum pipe_dir dir, int fd, const struct in6_addr *peer,
+    const struct pipe_params *params, const struct pipe_cb *cb, void *arg)
+{
+	struct pipe *p = xcalloc(1, sizeof(*p));
+
+	p->id = id;
+	p->dir = dir;
+	p->base = base;
+	p->ctx = ctx;
+	p->fd = fd;
+	p->peer = *peer;
+	addr_format(peer, p->peer_text);
+	p->params = params;
+	p->cb = cb;
+	p->cb_arg = arg;
+	p->last_rx = pipe_now();
+	p->close_reason = "closed";
+	p->out = evbuffer_new();
+	p->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, on_read, p);
+	p->ev_write = event_new(base, fd, EV_WRITE, on_write, p);
+	p->ev_timer = evtimer_new(base, on_timer, p);
+	p->xs = xstream_new(ctx, &params->limits, &xs_callbacks, p);
+	if (dir == PIPE_OUTBOUND) {
+		p->state = PIPE_CONNECTING;
+		event_add(p->ev_write, NULL);
+		timer_in(p, params->connect_timeout);
+	} else {
+		/* The acceptor never speaks first: wait for the peer's header. */
+		p->state = PIPE_HEADER_WAIT;
+		event_add(p->ev_read, NULL);
+		timer_in(p, params->handshake_timeout);
+	}
+	log_debug("pipe %llu: new dir=%s peer=%s", (unsigned long long)id,
+	    dir == PIPE_OUTBOUND ? "out" : "in", p->peer_text);
+	return p;
+}
+
+void
+pipe_free(struct pipe *p)
+{
+	if (p == NULL)
+		return;
+	if (p->fd >= 0)
+		close(p->fd);
+	event_free(p->ev_read);
+	event_free(p->ev_write);
+	event_free(p->ev_timer);
+	evbuffer_free(p->out);
+	xstream_free(p->xs);
+	if (p->presence != NULL)
+		xmpp_stanza_release(p->presence);
+	free(p);
+}
+
+void
+pipe_set_identity(struct pipe *p, const struct barev_jid *local,
+    const struct barev_jid *remote)
+{
+	p->local = *local;
+	p->remote = *remote;
+	barev_jid_format(local, p->local_text);
+	barev_jid_format(remote, p->remote_text);
+	p->have_identity = 1;
+}
+
+void
+pipe_send(struct pipe *p, xmpp_stanza_t *st)
+{
+	if (p->state != PIPE_OPEN)
+		return;
+	xmpp_stanza_set_from(st, p->local_text);
+	xmpp_stanza_set_to(st, p->remote_text);
+	if (strcmp(xmpp_stanza_get_name(st), "presence") == 0) {
+		if (p->presence != NULL)
+			xmpp_stanza_release(p->presence);
+		p->presence = xmpp_stanza_clone(st);
+	}
+	send_stanza_text(p, st);
+}
+
+static void
+pipe_dead(struct pipe *p, const char *reason)
+{
+	if (p->state == PIPE_DEAD)
+		return;
+	set_state(p, PIPE_DEAD);
+	event_del(p->ev_read);
+	event_del(p->ev_write);
+	evtimer_del(p->ev_timer);
+	xstream_stop(p->xs);
+	close(p->fd);
+	p->fd = -1;
+	log_info("pipe %llu: closed reason=%s peer=%s local=%s remote=%s",
+	    (unsigned long long)p->id, reason, p->peer_text,
+	    p->have_identity ? p->local_text : "-",
+	    p->have_identity ? p->remote_text : "-");
+	p->cb->dead(p->cb_arg, p, reason);
+}
+
+void
+pipe_close(struct pipe *p, const char *reason, const char *condition)
+{
+	char buf[256];
+	int was_open = p->state == PIPE_OPEN;
+
+	if (p->state == PIPE_CLOSING || p->state == PIPE_DEAD)
+		return;
+	/* Nothing written yet: closing at once cannot hurt the peer. */
+	if (p->state == PIPE_CONNECTING ||
+	    (!p->wrote_any && condition == NULL)) {
+		pipe_dead(p, reason);
+		return;
+	}
+	p->close_reason = reason;
+	if (condition != NULL) {
+		send_header(p);
+		snprintf(buf, sizeof(buf),
+		    "<stream:error><%s xmlns=\"" NS_STREAM_ERRORS "\"/>"
+		    "</stream:error>", condition);
+		write_str(p, buf);
+	} else if (was_open && !p->peer_ended)
+		write_str(p, "<presence type=\"unavailable\"/>");
+	write_str(p, "</stream:stream>");
+	if (p->state == PIPE_DEAD)
+		return;
+	set_state(p, PIPE_CLOSING);
+	if (condition != NULL)
+		xstream_stop(p->xs);
+	/*
+	 * The reference client crashes if we close right after writing to
+	 * it: let the peer close first, within a bound.
+	 */
+	timer_in(p, p->params->close_wait);
+	maybe_shutdown(p);
+	log_debug("pipe %llu: closing reason=%s", (unsigned long long)p->id,
+	    reason);
+}
+
+uint64_t
+pipe_id(const struct pipe *p)
+{
+	return p->id;
+}
+
+enum pipe_state
+pipe_state(const struct pipe *p)
+{
+	return p->state;
+}
+
+enum pipe_dir
+pipe_dir(const struct pipe *p)
+{
+	return p->dir;
+}
+
+const struct in6_addr *
+pipe_peer(const struct pipe *p)
+{
+	return &p->peer;
+}
+
+const struct barev_jid *
+pipe_local(const struct pipe *p)
+{
+	return p->have_identity ? &p->local : NULL;
+}
+
+const struct barev_jid *
+pipe_remote(const struct pipe *p)
+{
+	return p->have_identity ? &p->remote : NULL;
+}
+
+double
+pipe_opened_at(const struct pipe *p)
+{
+	return p->opened_at;
+}
+
+void
+pipe_set_owner_data(struct pipe *p, void *data)
+{
+	p->owner_data = data;
+}
+
+void *
+pipe_owner_data(const struct pipe *p)
+{
+	return p->owner_data;
+}

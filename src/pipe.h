@@ -1,0 +1,92 @@
+/* One Barev TCP stream: state machine, output buffer, parser, handshake/ping/close timers. */
+#ifndef BG_PIPE_H
+#define BG_PIPE_H
+
+#include <event2/event.h>
+#include <stdint.h>
+#include <strophe.h>
+
+#include "jid.h"
+#include "xstream.h"
+
+enum pipe_dir {
+	PIPE_OUTBOUND,
+	PIPE_INBOUND,
+};
+
+enum pipe_state {
+	PIPE_CONNECTING,  /* outbound TCP connect in progress */
+	PIPE_HEADER_WAIT, /* waiting for the peer's stream header */
+	PIPE_OPEN,        /* headers exchanged; stanzas flow */
+	PIPE_CLOSING,     /* our end written; waiting for the peer's EOF */
+	PIPE_DEAD,        /* socket closed; the owner frees it later */
+};
+
+/* Settings shared by all pipes, owned by the engine. */
+struct pipe_params {
+	double ping_interval;
+	double ping_timeout;
+	int ping_failures;
+	double handshake_timeout;
+	double connect_timeout;
+	double close_wait;
+	size_t max_output;
+	struct xstream_limits limits;
+};
+
+struct pipe;
+
+/* How a pipe reports to its owner (the engine). */
+struct pipe_cb {
+	/*
+	 * The peer's header arrived (from/to as sent, possibly NULL).
+	 * Return 0 to open the pipe, or -1 with the stream error condition
+	 * to send.
+	 */
+	int (*header)(void *arg, struct pipe *p, const char *from,
+	    const char *to, const char **condition);
+	void (*open)(void *arg, struct pipe *p);
+	/* A stanza other than a ping; -1 = not understood (see barev.h). */
+	int (*stanza)(void *arg, struct pipe *p, xmpp_stanza_t *stanza);
+	/* The socket is closed; the owner must free the pipe outside this call. */
+	void (*dead)(void *arg, struct pipe *p, const char *reason);
+};
+
+/* fd is connected (inbound) or connecting (outbound) and non-blocking. */
+struct pipe *pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
+    enum pipe_dir dir, int fd, const struct in6_addr *peer,
+    const struct pipe_params *params, const struct pipe_cb *cb, void *arg);
+void pipe_free(struct pipe *p);
+
+/* Identities: set before the outbound header goes, or by the header callback. */
+void pipe_set_identity(struct pipe *p, const struct barev_jid *local,
+    const struct barev_jid *remote);
+/*
+ * Sends a stanza (borrowed) with from/to set; presences are remembered,
+ * to be sent again after our pings (the reference client resets the
+ * pinger's status when pinged).
+ */
+void pipe_send(struct pipe *p, xmpp_stanza_t *stanza);
+/*
+ * Graceful and idempotent: an optional stream error, unavailable presence
+ * on an open pipe, the stream end, then the socket is closed once the peer
+ * closed or after close_wait. A pipe that never wrote a byte closes at once.
+ */
+void pipe_close(struct pipe *p, const char *reason, const char *condition);
+
+uint64_t pipe_id(const struct pipe *p);
+enum pipe_state pipe_state(const struct pipe *p);
+enum pipe_dir pipe_dir(const struct pipe *p);
+const struct in6_addr *pipe_peer(const struct pipe *p);
+const struct barev_jid *pipe_local(const struct pipe *p);
+const struct barev_jid *pipe_remote(const struct pipe *p);
+/* Monotonic seconds when the pipe opened, 0 if it never did. */
+double pipe_opened_at(const struct pipe *p);
+/* The owner's link to its bookkeeping (the pair), or NULL. */
+void pipe_set_owner_data(struct pipe *p, void *data);
+void *pipe_owner_data(const struct pipe *p);
+
+/* Monotonic clock in seconds. */
+double pipe_now(void);
+
+#endif
