@@ -117,6 +117,7 @@ struct barev {
 	struct event *ev_shutdown;
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
+	int stopping; /* no new dials once shutdown began */
 };
 
 static void pair_detach(struct pair *P, struct conn *c, const char *reason);
@@ -377,7 +378,7 @@ schedule_redial(struct pair *P)
 	double delay;
 
 	if (!P->wanted || P->out != NULL || P->in != NULL || P->queued ||
-	    evtimer_pending(P->ev_redial, NULL))
+	    P->b->stopping || evtimer_pending(P->ev_redial, NULL))
 		return;
 	delay = backoff(P);
 	P->attempt++;
@@ -910,6 +911,8 @@ on_dialq(evutil_socket_t fd, short what, void *arg)
 	struct pair *P;
 	double now = pipe_now();
 
+	if (b->stopping)
+		return;
 	b->tokens += (now - b->tokens_at) * b->dials_per_second;
 	if (b->tokens > b->dials_per_second)
 		b->tokens = b->dials_per_second;
@@ -941,7 +944,7 @@ dialq_kick(struct barev *b)
 static void
 dial_enqueue(struct pair *P)
 {
-	if (P->queued || P->out != NULL || P->in != NULL)
+	if (P->queued || P->out != NULL || P->in != NULL || P->b->stopping)
 		return;
 	P->queued = 1;
 	TAILQ_INSERT_TAIL(&P->b->dialq, P, dq);
@@ -1139,6 +1142,7 @@ barev_shutdown(struct barev *b, void (*done)(void *), void *arg)
 	struct conn *c, *next;
 	size_t i;
 
+	b->stopping = 1;
 	for (i = 0; i < b->nlisteners; i++)
 		evconnlistener_disable(b->listeners[i].lev);
 	evtimer_del(b->ev_dialq);
