@@ -64,7 +64,7 @@ int
 addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
     uint16_t *port, const char **cause)
 {
-	const char *close, *colon;
+	const char *close;
 	char host[ADDR_STRLEN + 2];
 	size_t hlen;
 
@@ -93,7 +93,7 @@ addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
 			return -1;
 		}
 		return 0;
-	} else if ((colon = strchr(s, ':')) == NULL) {
+	} else if (strchr(s, ':') == NULL) {
 		if (parse_port(s, port) == -1) {
 			*cause = "expected \"[address]:port\", \"address\" or a port";
 			return -1;

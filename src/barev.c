@@ -368,8 +368,8 @@ backoff(struct pair *P)
 		d *= 2;
 	if (d > b->redial_max)
 		d = b->redial_max;
-	/* Equal jitter: peers that lost each other together do not redial in step. */
-	return d / 2 + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
+	/* Up to half again at random: peers that lost each other together do not redial in step. */
+	return d + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
 }
 
 static void

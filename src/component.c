@@ -202,8 +202,8 @@ backoff_delay(struct component *c)
 		d *= 2;
 	if (d > c->backoff_max)
 		d = c->backoff_max;
-	/* Equal jitter: many gateways restarted together do not dial in step. */
-	return d / 2 + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
+	/* Up to half again at random: gateways restarted together do not dial in step. */
+	return d + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
 }
 
 static void

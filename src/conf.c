@@ -193,6 +193,7 @@ listen_add(struct conf_listenlist *l, const char *s, const char **cause)
 {
 	struct conf_listen one;
 
+	memset(&one, 0, sizeof(one));
 	if (addr_parse_listen(s, 5299, &one.addr, &one.port, cause) == -1)
 		return -1;
 	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
@@ -637,6 +638,21 @@ strlist_equal(const struct conf_strlist *a, const struct conf_strlist *b)
 	return 1;
 }
 
+/* Field by field: struct padding must not make equal lists differ. */
+static int
+listen_equal(const struct conf_listenlist *a, const struct conf_listenlist *b)
+{
+	size_t i;
+
+	if (a->n != b->n)
+		return 0;
+	for (i = 0; i < a->n; i++)
+		if (!addr_equal(&a->v[i].addr, &b->v[i].addr) ||
+		    a->v[i].port != b->v[i].port)
+			return 0;
+	return 1;
+}
+
 static int
 value_equal(const struct conf *a, const struct conf *b,
     const struct conf_key *k)
@@ -663,8 +679,7 @@ value_equal(const struct conf *a, const struct conf *b,
 	case CT_STRLIST:
 		return strlist_equal(fa, fb);
 	case CT_LISTEN:
-		return la->n == lb->n &&
-		    memcmp(la->v, lb->v, la->n * sizeof(*la->v)) == 0;
+		return listen_equal(la, lb);
 	}
 	return 0;
 }

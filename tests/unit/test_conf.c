@@ -325,6 +325,25 @@ test_reload_keeps_fixed_keys(void **state)
 	conf_free(fresh);
 }
 
+/* Regression: padding in the listen list made every reload report a change. */
+static void
+test_reload_unchanged_warns_nothing(void **state)
+{
+	static const char text[] =
+	    "component = { jid = \"a.example\"; secret = \"s\"; };\n"
+	    "barev = { listen = [ \"[::1]:5299\", \":1337\" ]; };\n";
+	struct conf *old = NULL, *fresh = NULL;
+	char *cause = NULL;
+
+	assert_int_equal(conf_load_string("old", text, &old, &cause), 0);
+	assert_int_equal(conf_load_string("new", text, &fresh, &cause), 0);
+	nwarned = 0;
+	conf_keep_fixed(fresh, old, record_warning);
+	assert_int_equal(nwarned, 0);
+	conf_free(old);
+	conf_free(fresh);
+}
+
 int
 main(void)
 {
@@ -341,6 +360,7 @@ main(void)
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_reload_keeps_fixed_keys),
+		cmocka_unit_test(test_reload_unchanged_warns_nothing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,211 @@
+"""The gateway as an XEP-0114 component of a real server.
+
+Each scenario runs against a private Prosody, then a private ejabberd. A user
+(alice@localhost, driven by slixmpp) talks to the gateway's JID through the
+server, the way any XMPP client would.
+"""
+
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+GW = h.COMPONENT  # the gateway's JID: barev.localhost
+
+# The gateway's log lines this file relies on, in one place.
+LINK_UP = h.LINK_UP_RE  # "component: link up jid=%s server=[^ ]+:%d"
+LINK_DOWN = r"component: link down reason=(?P<reason>.*?) retry_in_ms=(?P<ms>\d+)"
+CONNECTING = r"component: connecting server=[^ ]+:%d attempt=(?P<n>\d+)"
+EXITING = r"main: exiting reason=SIGTERM"
+
+FEATURES = [h.NS_DISCO_INFO, h.NS_DISCO_ITEMS, h.NS_VERSION, h.NS_PING]
+
+
+def link_up(world):
+    srv = world.server()
+    return LINK_UP % (re.escape(srv.component_domain), srv.component_port)
+
+
+def assert_from_gateway(reply):
+    assert reply["from"].full == GW, \
+        "reply from %r, expected %r: %s" % (reply["from"].full, GW, h.show(reply))
+
+
+def assert_result(reply):
+    assert reply["type"] == "result", "expected a result: %s" % h.show(reply)
+    assert_from_gateway(reply)
+
+
+# --- scenarios ---------------------------------------------------------------
+
+def disco_info(world):
+    """XEP-0030: the gateway is a gateway/barev with the basic features."""
+    world.gateway()
+    r = world.client().disco_info(GW)
+    assert_result(r)
+    ids = h.identities(r)
+    assert any(cat == "gateway" and typ == "barev" for cat, typ, _ in ids), \
+        "no identity category=gateway type=barev in %s" % h.show(r)
+    missing = [f for f in FEATURES if f not in h.features(r)]
+    assert not missing, "features %s missing in %s" % (missing, h.show(r))
+
+
+def disco_items(world):
+    """XEP-0030: disco#items gets a result (possibly empty)."""
+    world.gateway()
+    r = world.client().disco_items(GW)
+    assert_result(r)
+    assert r.xml.find("{%s}query" % h.NS_DISCO_ITEMS) is not None, \
+        "no disco#items query in %s" % h.show(r)
+
+
+def version(world):
+    """XEP-0092: name barev-gateway and a version."""
+    world.gateway()
+    r = world.client().version(GW)
+    assert_result(r)
+    name = h.child_text(r, h.NS_VERSION, "name")
+    ver = h.child_text(r, h.NS_VERSION, "version")
+    assert name == "barev-gateway", "name %r in %s" % (name, h.show(r))
+    assert ver and ver.strip(), "empty version in %s" % h.show(r)
+
+
+def ping(world):
+    """XEP-0199: a ping gets a result."""
+    world.gateway()
+    assert_result(world.client().ping(GW))
+
+
+def unknown_namespace(world):
+    """RFC 6120 8.4: an iq get nobody handles gets service-unavailable
+    (cancel) from the gateway itself, and the link stays up."""
+    gw = world.gateway()
+    user = world.client()
+    assert_result(user.ping(GW))  # linked: what follows is the gateway's answer
+    mark = gw.mark()
+    r = user.unknown_iq(GW)
+    assert r["type"] == "error", "expected an error: %s" % h.show(r)
+    assert_from_gateway(r)
+    err = h.error_of(r)
+    assert err[:2] == ("cancel", "service-unavailable"), \
+        "error %r, expected (cancel, service-unavailable): %s" % (err, h.show(r))
+    assert_result(user.ping(GW))
+    assert not gw.matches(LINK_DOWN, mark), "link went down:\n" + \
+        gw.log_since(mark)
+
+
+def handshake_then_stanzas(world):
+    """libstrophe 0.12.2 crashed on the first stanza after a component
+    handshake. A freshly started gateway receives and answers stanzas right
+    after its handshake, and is still alive (and sanitizer-clean)."""
+    gw = world.fresh_gateway()
+    user = world.client()
+    assert_result(user.ping(GW))  # the first stanza after the handshake
+    for _ in range(3):
+        assert_result(user.disco_info(GW))
+        assert user.unknown_iq(GW)["type"] == "error"
+    assert_result(user.ping(GW))
+    time.sleep(0.3)
+    assert gw.alive(), "gateway died, status %s" % gw.proc.returncode
+    assert not gw.sanitizer_report(), "\n".join(gw.sanitizer_report())
+
+
+def server_restart(world):
+    """After the server restarts, the gateway links up again by itself and
+    answers a ping within 15 s."""
+    gw = world.gateway()
+    srv = world.server()
+    mark = gw.mark()
+    t0 = time.monotonic()
+    srv.restart()
+    gw.wait_log(LINK_DOWN, 10, start=mark)
+    gw.wait_log(link_up(world), 15, start=mark)
+    deadline = t0 + 15
+    while True:
+        try:
+            r = world.client().ping(GW, timeout=2)
+            if r["type"] == "result":
+                break
+        except AssertionError:
+            r = None
+        if time.monotonic() > deadline:
+            raise AssertionError("no ping result 15 s after the restart; last "
+                                 "reply: %s" % (h.show(r) if r is not None else None))
+        time.sleep(0.2)
+    assert_result(r)
+    assert gw.alive()
+
+
+def wrong_secret(world):
+    """With a wrong secret the gateway logs each failure and retries with a
+    growing delay: few attempts in 8 s, and it stays alive."""
+    srv = world.server()
+    gw = world.new_gateway(secret="not-the-secret", reconnect_min=1.0,
+                           reconnect_max=60.0)
+    gw.start()
+    try:
+        time.sleep(8)
+        assert gw.alive(), "gateway exited with status %s" % gw.proc.returncode
+        attempts = gw.matches(CONNECTING % srv.component_port)
+        downs = gw.matches(LINK_DOWN)
+        assert not gw.matches(r"component: link up"), "linked with a wrong secret"
+        assert 2 <= len(attempts) <= 6, "%d connection attempts in 8 s" % len(attempts)
+        assert len(downs) >= 2, "%d 'link down' lines in 8 s" % len(downs)
+        delays = [int(m.group("ms")) for m in downs]
+        assert all(b >= a for a, b in zip(delays, delays[1:])) \
+            and delays[-1] > delays[0], "retry_in_ms does not grow: %s" % delays
+        # The log's clock agrees: each new attempt starts retry_in_ms after
+        # the failure of the previous one.
+        lines = gw.log_text().splitlines()
+        waits, down_at = [], None
+        for line in lines:
+            if re.search(LINK_DOWN, line):
+                down_at = h.log_time(line)
+            elif re.search(CONNECTING % srv.component_port, line) and down_at:
+                waits.append(h.log_time(line) - down_at)
+                down_at = None
+        for ms, w in zip(delays, waits):
+            assert ms / 1000.0 - 0.05 <= w <= ms / 1000.0 + 0.5, \
+                "retry_in_ms=%d but the next attempt came after %.3fs" % (ms, w)
+    except BaseException:
+        gw.kill_now()
+        raise
+    gw.stop_clean(5)
+
+
+def sigterm(world):
+    """SIGTERM: exit status 0 within 2 s, and the server sees the component
+    go: the user's next iq to the gateway's JID gets an error."""
+    gw = world.gateway()
+    user = world.client()
+    assert_result(user.ping(GW))
+    status, elapsed = gw.stop(2)
+    assert status == 0, "exit status %s" % status
+    assert elapsed < 2.0, "took %.2fs" % elapsed
+    assert gw.matches(EXITING), "no /%s/ in the log" % EXITING
+    # the server saw the component go: the next iq to it bounces
+    def bounced():
+        r = user.ping(GW, timeout=3)
+        return r if r["type"] == "error" else None
+    h.wait_until(bounced, 5, "an error reply from the server")
+    assert not gw.sanitizer_report(), "\n".join(gw.sanitizer_report())
+
+
+SCENARIOS = [
+    ("disco#info of the gateway", disco_info),
+    ("disco#items of the gateway", disco_items),
+    ("jabber:iq:version of the gateway", version),
+    ("ping the gateway", ping),
+    ("unknown namespace gets service-unavailable", unknown_namespace),
+    ("stanzas after the handshake (libstrophe crash regression)",
+     handshake_then_stanzas),
+    ("reconnects after a server restart", server_restart),
+    ("wrong secret: retries with growing backoff", wrong_secret),
+    ("SIGTERM: clean exit, component gone", sigterm),
+]
+
+if __name__ == "__main__":
+    h.run(h.both_servers(SCENARIOS))
