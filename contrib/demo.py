@@ -5,7 +5,9 @@ Run by contrib/demo.sh with Debian's /usr/bin/python3. --stay keeps
 everything running until Ctrl-C. Everything started is stopped at the end.
 """
 
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,7 +33,7 @@ def main():
 
     gw = harness.Gateway(tmp, prosody, args=())
     gw.start()
-    gw.wait_log(harness.LINK_UP_RE % (re_escape(prosody.component_domain),
+    gw.wait_log(harness.LINK_UP_RE % (re.escape(prosody.component_domain),
                                       prosody.component_port), timeout=10)
     say("barev-gateway connected as %s (log: %s)"
         % (prosody.component_domain, gw.log_path))
@@ -63,13 +65,10 @@ def main():
     rc, elapsed = gw.stop()
     say("gateway stopped: exit %s after %.2fs" % (rc, elapsed))
     prosody.stop()
+    # slixmpp's loop thread logs into tmp until the process ends.
+    logging.disable(logging.CRITICAL)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0 if rc == 0 else 1
-
-
-def re_escape(s):
-    import re
-    return re.escape(s)
 
 
 if __name__ == "__main__":
