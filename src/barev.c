@@ -640,6 +640,14 @@ cb_stanza(void *arg, struct pipe *p, xmpp_stanza_t *st)
 }
 
 static void
+cb_confirmed(void *arg, struct pipe *p, uint64_t token, enum pipe_confirm how)
+{
+	struct barev *b = arg;
+
+	b->cb->confirmed(b->cb_arg, token, how);
+}
+
+static void
 check_shutdown_done(struct barev *b)
 {
 	if (b->shutdown_done != NULL && b->nconns == 0)
@@ -671,6 +679,7 @@ static const struct pipe_cb barev_pipe_cb = {
 	cb_header,
 	cb_open,
 	cb_stanza,
+	cb_confirmed,
 	cb_dead,
 };
 
@@ -1120,6 +1129,18 @@ barev_send(struct barev *b, const struct barev_jid *local,
 	if (c == NULL)
 		return -1;
 	pipe_send(c->pipe, stanza);
+	return 0;
+}
+
+int
+barev_send_confirmed(struct barev *b, const struct barev_jid *local,
+    const struct barev_jid *remote, xmpp_stanza_t *stanza, uint64_t token)
+{
+	struct conn *c = active_conn(b, local, remote);
+
+	if (c == NULL)
+		return -1;
+	pipe_send_confirmed(c->pipe, stanza, token);
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <strophe.h>
 
 #include "jid.h"
+#include "pipe.h"
 
 struct conf;
 struct barev;
@@ -47,6 +48,8 @@ struct barev_cb {
 	 */
 	int (*stanza)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote, xmpp_stanza_t *stanza);
+	/* The outcome of barev_send_confirmed(token), reported exactly once. */
+	void (*confirmed)(void *arg, uint64_t token, enum pipe_confirm how);
 };
 
 /* Listens as configured; NULL and *cause if a listener cannot be opened. */
@@ -73,6 +76,13 @@ void barev_unwant(struct barev *b, const struct barev_jid *local,
  */
 int barev_send(struct barev *b, const struct barev_jid *local,
     const struct barev_jid *remote, xmpp_stanza_t *stanza);
+/*
+ * The same, followed by a ping whose answer proves the peer processed the
+ * stanza; confirmed() reports the outcome. -1 (and no report) if the pair
+ * is not up.
+ */
+int barev_send_confirmed(struct barev *b, const struct barev_jid *local,
+    const struct barev_jid *remote, xmpp_stanza_t *stanza, uint64_t token);
 int barev_is_up(struct barev *b, const struct barev_jid *local,
     const struct barev_jid *remote);
 

@@ -118,12 +118,18 @@ barev_stanza(void *arg, const struct barev_jid *local,
 	return -1;
 }
 
+static void
+barev_confirmed(void *arg, uint64_t token, enum pipe_confirm how)
+{
+}
+
 static const struct barev_cb barev_callbacks = {
 	barev_lookup_local,
 	barev_allow,
 	barev_up,
 	barev_down,
 	barev_stanza,
+	barev_confirmed,
 };
 
 static void

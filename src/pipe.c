@@ -70,6 +70,14 @@ struct pipe {
 	double ping_sent_at;
 	xmpp_stanza_t *presence; /* the last one we sent, to repeat after pings */
 	const char *close_reason;
+	struct confirm *confirms; /* in sending order */
+	size_t nconfirms;
+	size_t capconfirms;
+};
+
+struct confirm {
+	uint64_t token;
+	double sent_at;
 };
 
 static void pipe_dead(struct pipe *p, const char *reason);
@@ -258,33 +266,84 @@ send_ping(struct pipe *p)
 	timer_in(p, p->params->ping_timeout);
 }
 
+/* Reports the first n confirmations, oldest first, and forgets them. */
+static void
+settle_confirms(struct pipe *p, size_t n, enum pipe_confirm how)
+{
+	struct confirm done;
+
+	while (n-- > 0 && p->nconfirms > 0) {
+		done = p->confirms[0];
+		memmove(p->confirms, p->confirms + 1,
+		    (p->nconfirms - 1) * sizeof(*p->confirms));
+		p->nconfirms--;
+		p->cb->confirmed(p->cb_arg, p, done.token, how);
+	}
+}
+
+/* An answer to our "ack-" ping: it and everything sent before it arrived. */
+static void
+ack_received(struct pipe *p, const char *id)
+{
+	uint64_t token = strtoull(id + 4, NULL, 10);
+	size_t i;
+
+	for (i = 0; i < p->nconfirms; i++) {
+		if (p->confirms[i].token == token) {
+			settle_confirms(p, i + 1, PIPE_CONFIRMED);
+			return;
+		}
+	}
+}
+
+/* Peers that never answer pings (the Pascal library) must not stall delivery. */
+static double
+expire_confirms(struct pipe *p, double now)
+{
+	size_t n = 0;
+
+	while (n < p->nconfirms &&
+	    now - p->confirms[n].sent_at >= p->params->ping_timeout)
+		n++;
+	settle_confirms(p, n, PIPE_ASSUMED);
+	if (p->nconfirms == 0)
+		return -1;
+	return p->params->ping_timeout - (now - p->confirms[0].sent_at);
+}
+
+/* One timer serves keepalive pings and confirmation deadlines. */
 static void
 keepalive(struct pipe *p)
 {
-	double now = pipe_now(), idle = now - p->last_rx;
+	double now = pipe_now(), idle, next, next_confirm;
 
+	next_confirm = expire_confirms(p, now);
+	if (p->state != PIPE_OPEN)
+		return; /* the owner closed it while hearing of a confirmation */
+	idle = now - p->last_rx;
 	if (p->ping_pending) {
-		if (now - p->ping_sent_at < p->params->ping_timeout) {
-			timer_in(p, p->params->ping_timeout -
-			    (now - p->ping_sent_at));
+		if (now - p->ping_sent_at >= p->params->ping_timeout) {
+			p->ping_pending = 0;
+			p->ping_misses++;
+			log_debug("pipe %llu: ping unanswered misses=%u",
+			    (unsigned long long)p->id, p->ping_misses);
+			if (p->ping_misses >=
+			    (unsigned)p->params->ping_failures) {
+				pipe_close(p, "ping-timeout", NULL);
+				return;
+			}
+			send_ping(p);
 			return;
 		}
-		p->ping_pending = 0;
-		p->ping_misses++;
-		log_debug("pipe %llu: ping unanswered misses=%u",
-		    (unsigned long long)p->id, p->ping_misses);
-		if (p->ping_misses >= (unsigned)p->params->ping_failures) {
-			pipe_close(p, "ping-timeout", NULL);
-			return;
-		}
+		next = p->params->ping_timeout - (now - p->ping_sent_at);
+	} else if (idle >= p->params->ping_interval) {
 		send_ping(p);
 		return;
-	}
-	if (idle >= p->params->ping_interval) {
-		send_ping(p);
-		return;
-	}
-	timer_in(p, p->params->ping_interval - idle);
+	} else
+		next = p->params->ping_interval - idle;
+	if (next_confirm >= 0 && next_confirm < next)
+		next = next_confirm;
+	timer_in(p, next);
 }
 
 static void
@@ -370,6 +429,12 @@ handle_iq(struct pipe *p, xmpp_stanza_t *st)
 	if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
 	    id != NULL && strncmp(id, "ping-", 5) == 0)
 		return 1; /* any traffic already counted as a pong */
+	/* Even an error answer means the peer read everything before it. */
+	if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+	    id != NULL && strncmp(id, "ack-", 4) == 0) {
+		ack_received(p, id);
+		return 1;
+	}
 	return 0;
 }
 
@@ -573,6 +638,7 @@ pipe_free(struct pipe *p)
 	xstream_free(p->xs);
 	if (p->presence != NULL)
 		xmpp_stanza_release(p->presence);
+	free(p->confirms);
 	free(p);
 }
 
@@ -602,6 +668,33 @@ pipe_send(struct pipe *p, xmpp_stanza_t *st)
 	send_stanza_text(p, st);
 }
 
+void
+pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
+{
+	char buf[512];
+
+	if (p->state != PIPE_OPEN) {
+		p->cb->confirmed(p->cb_arg, p, token, PIPE_LOST);
+		return;
+	}
+	pipe_send(p, st);
+	snprintf(buf, sizeof(buf),
+	    "<iq type=\"get\" id=\"ack-%llu\" from=\"%s\" to=\"%s\">"
+	    "<ping xmlns=\"" NS_PING "\"/></iq>",
+	    (unsigned long long)token, p->local_text, p->remote_text);
+	write_str(p, buf);
+	if (p->nconfirms == p->capconfirms) {
+		p->capconfirms = p->capconfirms ? p->capconfirms * 2 : 8;
+		p->confirms = xrealloc(p->confirms,
+		    p->capconfirms * sizeof(*p->confirms));
+	}
+	p->confirms[p->nconfirms].token = token;
+	p->confirms[p->nconfirms].sent_at = pipe_now();
+	p->nconfirms++;
+	if (p->nconfirms == 1 && !p->ping_pending)
+		timer_in(p, p->params->ping_timeout);
+}
+
 static void
 pipe_dead(struct pipe *p, const char *reason)
 {
@@ -618,6 +711,7 @@ pipe_dead(struct pipe *p, const char *reason)
 	    (unsigned long long)p->id, reason, p->peer_text,
 	    p->have_identity ? p->local_text : "-",
 	    p->have_identity ? p->remote_text : "-");
+	settle_confirms(p, p->nconfirms, PIPE_LOST);
 	p->cb->dead(p->cb_arg, p, reason);
 }
 

@@ -36,6 +36,13 @@ struct pipe_params {
 
 struct pipe;
 
+/* What became of a stanza sent with pipe_send_confirmed(). */
+enum pipe_confirm {
+	PIPE_CONFIRMED, /* the peer answered the ping that followed it */
+	PIPE_ASSUMED,   /* no answer within ping_timeout, pipe still open */
+	PIPE_LOST,      /* the pipe died first: it may not have arrived */
+};
+
 /* How a pipe reports to its owner (the engine). */
 struct pipe_cb {
 	/*
@@ -48,6 +55,8 @@ struct pipe_cb {
 	void (*open)(void *arg, struct pipe *p);
 	/* A stanza other than a ping; -1 = not understood (see barev.h). */
 	int (*stanza)(void *arg, struct pipe *p, xmpp_stanza_t *stanza);
+	void (*confirmed)(void *arg, struct pipe *p, uint64_t token,
+	    enum pipe_confirm how);
 	/* The socket is closed; the owner must free the pipe outside this call. */
 	void (*dead)(void *arg, struct pipe *p, const char *reason);
 };
@@ -67,6 +76,13 @@ void pipe_set_identity(struct pipe *p, const struct barev_jid *local,
  * pinger's status when pinged).
  */
 void pipe_send(struct pipe *p, xmpp_stanza_t *stanza);
+/*
+ * Sends a stanza, then a ping: since TCP keeps order, the pong proves the
+ * peer processed the stanza. The owner learns the outcome through
+ * confirmed() with token, exactly once.
+ */
+void pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *stanza,
+    uint64_t token);
 /*
  * Graceful and idempotent: an optional stream error, unavailable presence
  * on an open pipe, the stream end, then the socket is closed once the peer
