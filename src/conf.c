@@ -80,6 +80,8 @@ static const struct conf_key keys[] = {
 	    1, NULL },
 	{ "barev.allow_any_address", CT_BOOL, OFF(allow_any_address), 0, 0,
 	    "false", 0, 0, NULL },
+	{ "barev.request_timeout", CT_SECONDS, OFF(request_timeout), 1, 86400,
+	    "300", 0, 1, NULL },
 
 	{ "limits.stanza_bytes", CT_INT, OFF(max_stanza_bytes), 512,
 	    16 * 1024 * 1024, "65536", 0, 1, NULL },
@@ -96,9 +98,13 @@ static const struct conf_key keys[] = {
 	    "64", 0, 1, NULL },
 	{ "limits.dials_per_second", CT_INT, OFF(dials_per_second), 1, 100000,
 	    "50", 0, 1, NULL },
+	{ "limits.request_interval", CT_SECONDS, OFF(request_interval), 0,
+	    86400 * 30, "3600", 0, 1, NULL },
 
 	{ "storage.path", CT_STRING, OFF(storage_path), 0, 0,
 	    "/var/lib/barev-gateway/state.db", 0, 0, NULL },
+	{ "storage.message_lifetime", CT_SECONDS, OFF(message_lifetime), 1,
+	    86400 * 365, "604800", 0, 1, NULL },
 
 	{ "log.level", CT_LOGLEVEL, OFF(log_level), 0, 0, "info", 0, 1, NULL },
 	{ "log.syslog", CT_BOOL, OFF(log_syslog), 0, 0, "false", 0, 1, NULL },

@@ -48,6 +48,7 @@ struct conf {
 	double redial_min;
 	double redial_max;
 	int allow_any_address;
+	double request_timeout;
 
 	int max_stanza_bytes;
 	int max_depth;
@@ -57,8 +58,10 @@ struct conf {
 	int inbound_per_minute;
 	int dials_concurrent;
 	int dials_per_second;
+	double request_interval;
 
 	char *storage_path;
+	double message_lifetime;
 
 	enum log_level log_level;
 	int log_syslog;

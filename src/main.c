@@ -9,10 +9,12 @@
 #include <strophe.h>
 
 #include "barev.h"
+#include "bridge.h"
 #include "component.h"
 #include "conf.h"
 #include "log.h"
 #include "service.h"
+#include "store.h"
 #include "xmalloc.h"
 
 #define EXIT_BADCONF 2
@@ -26,6 +28,8 @@ struct gateway {
 	struct component *link;
 	struct service *service;
 	struct barev *barev;
+	struct store *store;
+	struct bridge *bridge;
 	int pending_stops;
 	struct event *ev_term;
 	struct event *ev_int;
@@ -59,6 +63,9 @@ link_send(void *arg, xmpp_stanza_t *stanza)
 static void
 on_link_up(void *arg)
 {
+	struct gateway *gw = arg;
+
+	bridge_link_up(gw->bridge);
 }
 
 static void
@@ -66,12 +73,14 @@ on_link_down(void *arg)
 {
 }
 
+/* The bridge first (users, contacts); what it does not take, the service. */
 static void
 on_stanza(void *arg, xmpp_stanza_t *stanza)
 {
 	struct gateway *gw = arg;
 
-	service_handle(gw->service, stanza);
+	if (bridge_xmpp(gw->bridge, stanza) == -1)
+		service_handle(gw->service, stanza);
 }
 
 static const struct component_cb link_cb = {
@@ -80,57 +89,49 @@ static const struct component_cb link_cb = {
 	on_stanza,
 };
 
-/*
- * The Barev side's view of users and contacts. Until users can register
- * (the bridge), there is no local identity: every inbound stream is
- * refused with host-unknown once its header names one.
- */
-static int
-barev_lookup_local(void *arg, const char *to_nick,
-    const struct in6_addr *dialled, struct barev_jid *out)
+/* The bridge's view of the two networks. */
+static void
+net_want(void *arg, const struct barev_jid *l, const struct barev_jid *r,
+    unsigned short port)
 {
-	return -1;
-}
+	struct gateway *gw = arg;
 
-static enum barev_verdict
-barev_allow(void *arg, const struct barev_jid *local,
-    const struct barev_jid *remote)
-{
-	return BAREV_DENY;
+	barev_want(gw->barev, l, r, port);
 }
 
 static void
-barev_up(void *arg, const struct barev_jid *local,
-    const struct barev_jid *remote)
+net_unwant(void *arg, const struct barev_jid *l, const struct barev_jid *r)
 {
-}
+	struct gateway *gw = arg;
 
-static void
-barev_down(void *arg, const struct barev_jid *local,
-    const struct barev_jid *remote, const char *reason)
-{
+	barev_unwant(gw->barev, l, r);
 }
 
 static int
-barev_stanza(void *arg, const struct barev_jid *local,
-    const struct barev_jid *remote, xmpp_stanza_t *stanza)
+net_send(void *arg, const struct barev_jid *l, const struct barev_jid *r,
+    xmpp_stanza_t *st)
 {
-	return -1;
+	struct gateway *gw = arg;
+
+	return barev_send(gw->barev, l, r, st);
 }
 
-static void
-barev_confirmed(void *arg, uint64_t token, enum pipe_confirm how)
+static int
+net_send_confirmed(void *arg, const struct barev_jid *l,
+    const struct barev_jid *r, xmpp_stanza_t *st, uint64_t token)
 {
+	struct gateway *gw = arg;
+
+	return barev_send_confirmed(gw->barev, l, r, st, token);
 }
 
-static const struct barev_cb barev_callbacks = {
-	barev_lookup_local,
-	barev_allow,
-	barev_up,
-	barev_down,
-	barev_stanza,
-	barev_confirmed,
-};
+static int
+net_is_up(void *arg, const struct barev_jid *l, const struct barev_jid *r)
+{
+	struct gateway *gw = arg;
+
+	return barev_is_up(gw->barev, l, r);
+}
 
 static void
 apply_logging(struct gateway *gw)
@@ -166,6 +167,7 @@ reload(struct gateway *gw)
 	apply_logging(gw);
 	component_set_conf(gw->link, gw->conf);
 	barev_set_conf(gw->barev, gw->conf);
+	bridge_set_conf(gw->bridge, gw->conf);
 	log_info("conf: reloaded %s", gw->conf_path);
 }
 
@@ -204,6 +206,7 @@ static int
 run(struct gateway *gw)
 {
 	struct service_out out;
+	struct bridge_net net;
 	char *cause;
 	int rc = 0;
 
@@ -221,11 +224,22 @@ run(struct gateway *gw)
 	gw->link = component_new(gw->base, gw->conf, &link_cb, gw);
 	out.send = link_send;
 	out.arg = gw->link;
-	gw->service = service_new(gw->conf->component_jid, &out);
-	gw->barev = barev_new(gw->base, component_ctx(gw->link), gw->conf,
-	    &barev_callbacks, gw, &cause);
-	if (gw->barev == NULL) {
-		log_err("barev: %s", cause);
+	gw->service = service_new(gw->conf->component_jid, &out,
+	    bridge_features);
+	net.xmpp_send = link_send;
+	net.xmpp_arg = gw->link;
+	net.want = net_want;
+	net.unwant = net_unwant;
+	net.send = net_send;
+	net.send_confirmed = net_send_confirmed;
+	net.is_up = net_is_up;
+	net.barev_arg = gw;
+	if ((gw->store = store_open(gw->conf->storage_path, &cause)) == NULL ||
+	    (gw->bridge = bridge_new(gw->base, component_ctx(gw->link),
+		gw->conf, gw->store, &net, &cause)) == NULL ||
+	    (gw->barev = barev_new(gw->base, component_ctx(gw->link), gw->conf,
+		&bridge_barev_cb, gw->bridge, &cause)) == NULL) {
+		log_err("main: %s", cause);
 		free(cause);
 		rc = 1;
 		goto out;
@@ -237,6 +251,8 @@ run(struct gateway *gw)
 	event_base_dispatch(gw->base);
 out:
 	barev_free(gw->barev);
+	bridge_free(gw->bridge);
+	store_close(gw->store);
 	service_free(gw->service);
 	component_free(gw->link);
 	xmpp_shutdown();

@@ -17,6 +17,7 @@
 struct service {
 	char *jid;
 	struct service_out out;
+	const char *const *extra;
 };
 
 typedef void (*iq_fn)(struct service *, xmpp_stanza_t *iq,
@@ -43,12 +44,14 @@ static const struct iq_handler iq_handlers[] = {
 #define NHANDLERS (sizeof(iq_handlers) / sizeof(iq_handlers[0]))
 
 struct service *
-service_new(const char *jid, const struct service_out *out)
+service_new(const char *jid, const struct service_out *out,
+    const char *const *extra)
 {
 	struct service *s = xcalloc(1, sizeof(*s));
 
 	s->jid = xstrdup(jid);
 	s->out = *out;
+	s->extra = extra;
 	return s;
 }
 
@@ -116,6 +119,10 @@ iq_disco_info(struct service *s, xmpp_stanza_t *iq, xmpp_stanza_t *q)
 			continue;
 		feat = stanza_add_child(query, "feature", NULL);
 		xmpp_stanza_set_attribute(feat, "var", iq_handlers[i].ns);
+	}
+	for (i = 0; s->extra != NULL && s->extra[i] != NULL; i++) {
+		feat = stanza_add_child(query, "feature", NULL);
+		xmpp_stanza_set_attribute(feat, "var", s->extra[i]);
 	}
 	send_reply(s, r);
 }

@@ -147,6 +147,7 @@ struct walk {
 	void *arg;
 	const struct in6_addr *addr;
 	unsigned count;
+	struct user *last;
 };
 
 static void
@@ -158,8 +159,10 @@ walk_visit(const void *node, VISIT which, void *arg)
 	if (which != postorder && which != leaf)
 		return;
 	if (w->addr != NULL) {
-		if (memcmp(&u->id.addr, w->addr, sizeof(*w->addr)) == 0)
+		if (memcmp(&u->id.addr, w->addr, sizeof(*w->addr)) == 0) {
 			w->count++;
+			w->last = u;
+		}
 		return;
 	}
 	w->fn(u, w->arg);
@@ -168,17 +171,26 @@ walk_visit(const void *node, VISIT which, void *arg)
 unsigned
 users_count_at(struct users *us, const struct in6_addr *addr)
 {
-	struct walk w = { NULL, NULL, addr, 0 };
+	struct walk w = { NULL, NULL, addr, 0, NULL };
 
 	twalk_r(us->by_jid, walk_visit, &w);
 	return w.count;
+}
+
+struct user *
+users_only_at(struct users *us, const struct in6_addr *addr)
+{
+	struct walk w = { NULL, NULL, addr, 0, NULL };
+
+	twalk_r(us->by_jid, walk_visit, &w);
+	return w.count == 1 ? w.last : NULL;
 }
 
 /* fn must not add or remove users. */
 void
 users_each(struct users *us, void (*fn)(struct user *, void *), void *arg)
 {
-	struct walk w = { fn, arg, NULL, 0 };
+	struct walk w = { fn, arg, NULL, 0, NULL };
 
 	twalk_r(us->by_jid, walk_visit, &w);
 }

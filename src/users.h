@@ -62,6 +62,8 @@ struct user *users_get(struct users *us, const char *bare_jid);
 struct user *users_by_id(struct users *us, const struct barev_jid *id);
 /* How many users have an identity at this address. */
 unsigned users_count_at(struct users *us, const struct in6_addr *addr);
+/* The user at addr if exactly one has it, else NULL. */
+struct user *users_only_at(struct users *us, const struct in6_addr *addr);
 void users_each(struct users *us, void (*fn)(struct user *, void *),
     void *arg);
 

@@ -97,6 +97,9 @@ test_minimal_gets_defaults(void **state)
 	assert_true(c->handshake_timeout == 10.0 && c->connect_timeout == 10.0);
 	assert_true(c->redial_min == 5.0 && c->redial_max == 900.0);
 	assert_false(c->allow_any_address);
+	assert_true(c->request_timeout == 300.0);
+	assert_true(c->request_interval == 3600.0);
+	assert_true(c->message_lifetime == 604800.0);
 	assert_int_equal(c->max_stanza_bytes, 65536);
 	assert_int_equal(c->max_depth, 32);
 	assert_int_equal(c->max_output_bytes, 1048576);
@@ -157,6 +160,9 @@ test_every_key_set(void **state)
 	assert_true(c->handshake_timeout == 3.0 && c->connect_timeout == 4.0);
 	assert_true(c->redial_min == 1.0 && c->redial_max == 60.0);
 	assert_true(c->allow_any_address);
+	assert_true(c->request_timeout == 20.0);
+	assert_true(c->request_interval == 60.0);
+	assert_true(c->message_lifetime == 3600.0);
 	assert_int_equal(c->max_stanza_bytes, 4096);
 	assert_int_equal(c->max_depth, 8);
 	assert_int_equal(c->max_output_bytes, 8192);

@@ -87,7 +87,9 @@ test_lookup(void **state)
 	assert_null(users_by_id(us, &a_other));
 	assert_int_equal(users_count_at(us, &a.addr), 2);
 	assert_int_equal(users_count_at(us, &a_other.addr), 0);
+	assert_null(users_only_at(us, &a.addr));
 	users_remove(us, ua);
+	assert_ptr_equal(users_only_at(us, &a.addr), ub);
 	assert_null(users_get(us, "alice@example.org"));
 	assert_null(users_by_id(us, &a));
 	assert_int_equal(users_count_at(us, &a.addr), 1);

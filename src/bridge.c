@@ -1,0 +1,1472 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "bridge.h"
+#include "conf.h"
+#include "log.h"
+#include "stanza.h"
+#include "store.h"
+#include "users.h"
+#include "xmalloc.h"
+
+#define NS_REGISTER "jabber:iq:register"
+#define NS_GATEWAY "jabber:iq:gateway"
+#define NS_XDATA "jabber:x:data"
+#define NS_CHATSTATES "http://jabber.org/protocol/chatstates"
+#define NS_XHTML_IM "http://jabber.org/protocol/xhtml-im"
+#define NS_XHTML "http://www.w3.org/1999/xhtml"
+#define NS_RECEIPTS "urn:xmpp:receipts"
+#define NS_EVENT "jabber:x:event"
+#define NS_VCARD "vcard-temp"
+#define NS_NICK "http://jabber.org/protocol/nick"
+
+/* The reference client's typing indicator fades after about a second. */
+#define TYPING_REPEAT 1.0
+/* A client that said "composing" and went quiet is not typing for ever. */
+#define TYPING_MAX 30.0
+#define EXPIRE_EVERY 60.0
+
+const char *const bridge_features[] = {
+	NS_REGISTER,
+	NS_GATEWAY,
+	NULL,
+};
+
+/* A message written to a pipe, waiting for the proof it was read. */
+struct inflight {
+	int64_t id;
+	char *sender;
+	char *stanza_id;
+	char *user_jid;
+	struct barev_jid to;
+	int receipt;
+	struct inflight *next;
+};
+
+/* A Barev peer, not a contact, whose pipe is open while its user is asked. */
+struct stranger {
+	struct bridge *b;
+	char *user_jid;
+	struct barev_jid who;
+	int64_t last_asked;
+	struct event *ev_timeout;
+	struct stranger *next;
+};
+
+/* A (user, contact) whose typing notification is being repeated. */
+struct typing {
+	char *user_jid;
+	struct barev_jid who;
+	struct typing *next;
+};
+
+struct bridge {
+	struct event_base *base;
+	xmpp_ctx_t *ctx;
+	const struct conf *conf;
+	struct store *st;
+	struct bridge_net net;
+	char *domain;
+	struct users *users;
+	struct inflight *inflight;
+	struct stranger *strangers;
+	struct typing *typing;
+	struct event *ev_typing;
+	struct event *ev_expire;
+	unsigned long serial;
+};
+
+static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
+
+static double
+now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+timer_in(struct event *ev, double seconds)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(ev, &tv);
+}
+
+static int
+peer_flags(const struct bridge *b)
+{
+	return b->conf->allow_any_address ? BAREV_ANY_ADDR : 0;
+}
+
+/* --- building and sending XMPP stanzas ------------------------------ */
+
+static void
+xsend(struct bridge *b, xmpp_stanza_t *st)
+{
+	if (b->net.xmpp_send(b->net.xmpp_arg, st) == -1)
+		log_debug("bridge: %s to %s dropped, link down",
+		    xmpp_stanza_get_name(st), xmpp_stanza_get_to(st));
+	xmpp_stanza_release(st);
+}
+
+static char *
+contact_jid(const struct bridge *b, const struct barev_jid *who)
+{
+	return gateway_jid_from_barev(who, b->domain);
+}
+
+static xmpp_stanza_t *
+new_stanza(struct bridge *b, const char *name, const char *from,
+    const char *to, const char *type)
+{
+	xmpp_stanza_t *st = xmpp_stanza_new(b->ctx);
+
+	xmpp_stanza_set_name(st, name);
+	xmpp_stanza_set_from(st, from);
+	xmpp_stanza_set_to(st, to);
+	if (type != NULL)
+		xmpp_stanza_set_type(st, type);
+	return st;
+}
+
+static void
+add_text(xmpp_stanza_t *parent, const char *text)
+{
+	xmpp_stanza_t *t = xmpp_stanza_new(xmpp_stanza_get_context(parent));
+
+	xmpp_stanza_set_text(t, text);
+	xmpp_stanza_add_child_ex(parent, t, 0);
+}
+
+/* Presence from a contact's JID to a user. */
+static void
+presence_from_contact(struct bridge *b, const struct barev_jid *who,
+    const char *to, const char *type, const struct shown *shown)
+{
+	char *from = contact_jid(b, who);
+	xmpp_stanza_t *p = new_stanza(b, "presence", from, to, type);
+	static const char *const shows[] = { NULL, "away", "dnd" };
+	xmpp_stanza_t *nick;
+
+	if (type == NULL && shown != NULL) {
+		if (shows[shown->show] != NULL)
+			stanza_add_text_child(p, "show", shows[shown->show]);
+		if (shown->status != NULL)
+			stanza_add_text_child(p, "status", shown->status);
+	}
+	if (type != NULL && strcmp(type, "subscribe") == 0) {
+		/* XEP-0172: the client can show the nick with its case. */
+		nick = stanza_add_child(p, "nick", NS_NICK);
+		add_text(nick, who->nick);
+	}
+	xsend(b, p);
+	free(from);
+}
+
+static void
+error_reply(struct bridge *b, xmpp_stanza_t *st, const char *type,
+    const char *condition, const char *text)
+{
+	xmpp_stanza_t *r = stanza_error_reply(st, type, condition, text);
+
+	log_debug("bridge: %s error=%s from=%s", xmpp_stanza_get_name(st),
+	    condition, xmpp_stanza_get_from(st));
+	xsend(b, r);
+}
+
+static void
+tell_user(struct bridge *b, const char *jid, const char *text)
+{
+	xmpp_stanza_t *m = new_stanza(b, "message", b->domain, jid, "chat");
+	char id[32];
+
+	snprintf(id, sizeof(id), "bg-%lu", ++b->serial);
+	xmpp_stanza_set_id(m, id);
+	stanza_add_text_child(m, "body", text);
+	xsend(b, m);
+}
+
+/* --- who may use the gateway ---------------------------------------- */
+
+static int
+access_ok(const struct bridge *b, const char *bare)
+{
+	const char *at = strchr(bare, '@');
+	size_t i;
+
+	for (i = 0; i < b->conf->access_jids.n; i++)
+		if (strcasecmp(bare, b->conf->access_jids.v[i]) == 0)
+			return 1;
+	for (i = 0; i < b->conf->access_domains.n; i++)
+		if (at != NULL &&
+		    strcasecmp(at + 1, b->conf->access_domains.v[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* --- presence towards Barev ----------------------------------------- */
+
+/* What the pipe of contact c should show of u right now. */
+static void
+send_user_presence(struct bridge *b, struct user *u, struct contact *c)
+{
+	xmpp_stanza_t *p = xmpp_stanza_new(b->ctx);
+	static const char *const shows[] = { NULL, "away", "dnd" };
+
+	xmpp_stanza_set_name(p, "presence");
+	if (!user_online(u) || !u->sent.available)
+		xmpp_stanza_set_type(p, "unavailable");
+	else {
+		if (shows[u->sent.show] != NULL)
+			stanza_add_text_child(p, "show", shows[u->sent.show]);
+		if (u->sent.status != NULL)
+			stanza_add_text_child(p, "status", u->sent.status);
+	}
+	b->net.send(b->net.barev_arg, &u->id, &c->who, p);
+	xmpp_stanza_release(p);
+}
+
+static void
+went_online(struct bridge *b, struct user *u)
+{
+	struct contact *c;
+
+	log_info("bridge: user online jid=%s", u->jid);
+	for (c = u->contacts; c != NULL; c = c->next)
+		b->net.want(b->net.barev_arg, &u->id, &c->who,
+		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+}
+
+static void
+went_offline(struct bridge *b, struct user *u)
+{
+	struct contact *c;
+
+	log_info("bridge: user offline jid=%s", u->jid);
+	/* The engine sends unavailable and the stream end on each pipe. */
+	for (c = u->contacts; c != NULL; c = c->next) {
+		c->composing = 0;
+		b->net.unwant(b->net.barev_arg, &u->id, &c->who);
+	}
+}
+
+static void
+user_resource_presence(struct bridge *b, struct user *u, const char *from,
+    xmpp_stanza_t *st)
+{
+	int was = user_online(u);
+	const struct shown *now;
+	struct contact *c;
+
+	if (!user_presence(u, from, st, &now))
+		return;
+	if (!was && user_online(u)) {
+		went_online(b, u);
+		return;
+	}
+	if (was && !user_online(u)) {
+		went_offline(b, u);
+		return;
+	}
+	for (c = u->contacts; c != NULL; c = c->next)
+		if (c->pipe_up)
+			send_user_presence(b, u, c);
+}
+
+/* --- contacts --------------------------------------------------------- */
+
+static void
+contact_save(struct bridge *b, struct user *u, struct contact *c)
+{
+	struct store_contact sc;
+
+	memset(&sc, 0, sizeof(sc));
+	sc.who = c->who;
+	sc.port = c->port;
+	sc.sub_to = c->sub_to;
+	sc.sub_from = c->sub_from;
+	if (store_contact_put(b->st, u->jid, &sc) == -1)
+		log_err("bridge: could not save contact of %s", u->jid);
+}
+
+static struct stranger *
+stranger_find(struct bridge *b, const char *user_jid,
+    const struct barev_jid *who, struct stranger ***prevp)
+{
+	struct stranger **sp, *s;
+
+	for (sp = &b->strangers; (s = *sp) != NULL; sp = &s->next) {
+		if (strcmp(s->user_jid, user_jid) == 0 &&
+		    barev_jid_equal_nocase(&s->who, who)) {
+			if (prevp != NULL)
+				*prevp = sp;
+			return s;
+		}
+	}
+	return NULL;
+}
+
+static void
+stranger_forget(struct bridge *b, const char *user_jid,
+    const struct barev_jid *who)
+{
+	struct stranger **sp, *s = stranger_find(b, user_jid, who, &sp);
+
+	if (s != NULL) {
+		*sp = s->next;
+		event_free(s->ev_timeout);
+		free(s->user_jid);
+		free(s);
+	}
+	store_pending_del(b->st, user_jid, who);
+}
+
+/* The user's subscribe or subscribed to a contact JID: make it a contact. */
+static struct contact *
+contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
+{
+	struct contact *c = user_contact(u, who);
+	int up;
+
+	if (c == NULL)
+		c = user_contact_add(u, who, 0);
+	stranger_forget(b, u->jid, who);
+	up = b->net.is_up(b->net.barev_arg, &u->id, who);
+	if (up && !c->pipe_up) {
+		/* A stranger's pipe that was open all along. */
+		c->pipe_up = 1;
+		send_user_presence(b, u, c);
+	}
+	if (user_online(u))
+		b->net.want(b->net.barev_arg, &u->id, &c->who,
+		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+	return c;
+}
+
+static void
+contact_drop(struct bridge *b, struct user *u, struct contact *c,
+    const char *bare)
+{
+	char *cj = contact_jid(b, &c->who);
+	struct barev_jid who = c->who;
+
+	log_info("bridge: contact removed user=%s contact=%s", u->jid, cj);
+	if (c->seen.available)
+		presence_from_contact(b, &who, bare, "unavailable", NULL);
+	presence_from_contact(b, &who, bare, "unsubscribed", NULL);
+	presence_from_contact(b, &who, bare, "unsubscribe", NULL);
+	store_contact_del(b->st, u->jid, &who);
+	user_contact_remove(u, c);
+	b->net.unwant(b->net.barev_arg, &u->id, &who);
+	free(cj);
+}
+
+/* Presence from a user to one of the contact JIDs. */
+static void
+presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
+    const char *bare, const struct barev_jid *who)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	const char *from = xmpp_stanza_get_from(st);
+	struct contact *c;
+
+	if (type == NULL || strcmp(type, "unavailable") == 0) {
+		user_resource_presence(b, u, from, st);
+		return;
+	}
+	c = user_contact(u, who);
+	if (strcmp(type, "probe") == 0) {
+		if (c != NULL && c->seen.available)
+			presence_from_contact(b, who, bare, NULL, &c->seen);
+		else
+			presence_from_contact(b, who, bare, "unavailable", NULL);
+		return;
+	}
+	if (strcmp(type, "subscribe") == 0) {
+		c = contact_accept(b, u, who);
+		c->sub_to = 1;
+		contact_save(b, u, c);
+		presence_from_contact(b, who, bare, "subscribed", NULL);
+		if (!c->sub_from)
+			presence_from_contact(b, who, bare, "subscribe", NULL);
+		if (c->seen.available)
+			presence_from_contact(b, who, bare, NULL, &c->seen);
+		return;
+	}
+	if (strcmp(type, "subscribed") == 0) {
+		c = contact_accept(b, u, who);
+		c->sub_from = 1;
+		contact_save(b, u, c);
+		return;
+	}
+	if (strcmp(type, "unsubscribe") == 0 ||
+	    strcmp(type, "unsubscribed") == 0) {
+		if (c != NULL)
+			contact_drop(b, u, c, bare);
+		else if (stranger_find(b, u->jid, who, NULL) != NULL) {
+			/* A refused stranger: its pipe closes, the request goes. */
+			stranger_forget(b, u->jid, who);
+			b->net.unwant(b->net.barev_arg, &u->id, who);
+		}
+	}
+}
+
+/* --- messages towards Barev ----------------------------------------- */
+
+/* Drops what breaks the reference client's parser (one bad byte deafens its pipe). */
+static char *
+sanitize(const char *in)
+{
+	size_t i, o = 0, len = strlen(in);
+	char *out = xmalloc(len + 1);
+	const unsigned char *s = (const unsigned char *)in;
+
+	for (i = 0; i < len; i++) {
+		if (s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+			continue;
+		if (s[i] == 0x7f)
+			continue;
+		/* U+FFFE and U+FFFF are not XML characters. */
+		if (s[i] == 0xef && i + 2 < len && s[i + 1] == 0xbf &&
+		    (s[i + 2] == 0xbe || s[i + 2] == 0xbf)) {
+			i += 2;
+			continue;
+		}
+		out[o++] = (char)s[i];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static char *
+text_of(xmpp_stanza_t *st, const char *name, const char *ns)
+{
+	xmpp_stanza_t *c = stanza_child(st, name, ns);
+	char *t, *copy;
+
+	if (c == NULL || (t = xmpp_stanza_get_text(c)) == NULL)
+		return NULL;
+	copy = sanitize(t);
+	xmpp_free(xmpp_stanza_get_context(st), t);
+	return copy;
+}
+
+/*
+ * The reference client renders the body as HTML; an XHTML-IM part with
+ * the text escaped makes <, > and & show as typed. Lines become <br/>.
+ */
+static char *
+xhtml_of_text(struct bridge *b, const char *text)
+{
+	xmpp_stanza_t *html = xmpp_stanza_new(b->ctx), *body;
+	const char *p = text, *nl;
+	char *line, *out = NULL;
+	size_t len;
+
+	xmpp_stanza_set_name(html, "html");
+	xmpp_stanza_set_ns(html, NS_XHTML_IM);
+	body = stanza_add_child(html, "body", NS_XHTML);
+	for (;;) {
+		nl = strchr(p, '\n');
+		line = xstrndup(p, nl ? (size_t)(nl - p) : strlen(p));
+		if (*line != '\0')
+			add_text(body, line);
+		free(line);
+		if (nl == NULL)
+			break;
+		stanza_add_child(body, "br", NULL);
+		p = nl + 1;
+	}
+	if (xmpp_stanza_to_text(html, &out, &len) != XMPP_EOK)
+		out = NULL;
+	xmpp_stanza_release(html);
+	return out; /* xmpp_free() it */
+}
+
+static char *
+xhtml_of_message(struct bridge *b, xmpp_stanza_t *msg, const char *body)
+{
+	xmpp_stanza_t *html = stanza_child(msg, "html", NS_XHTML_IM);
+	char *buf, *clean;
+	size_t len;
+
+	if (html == NULL || xmpp_stanza_to_text(html, &buf, &len) != XMPP_EOK)
+		buf = xhtml_of_text(b, body);
+	if (buf == NULL)
+		return NULL;
+	clean = sanitize(buf);
+	xmpp_free(b->ctx, buf);
+	return clean;
+}
+
+static xmpp_stanza_t *
+barev_message(struct bridge *b, const char *body, const char *xhtml)
+{
+	xmpp_stanza_t *m = xmpp_stanza_new(b->ctx), *html;
+
+	xmpp_stanza_set_name(m, "message");
+	xmpp_stanza_set_type(m, "chat");
+	stanza_add_text_child(m, "body", body);
+	if (xhtml != NULL &&
+	    (html = xmpp_stanza_new_from_string(b->ctx, xhtml)) != NULL)
+		xmpp_stanza_add_child_ex(m, html, 0);
+	return m;
+}
+
+/* A body-less typing notification: with a body the reference client drops the text. */
+static void
+send_chat_state(struct bridge *b, struct user *u, struct contact *c,
+    const char *state)
+{
+	xmpp_stanza_t *m = xmpp_stanza_new(b->ctx);
+
+	xmpp_stanza_set_name(m, "message");
+	xmpp_stanza_set_type(m, "chat");
+	stanza_add_child(m, state, NS_CHATSTATES);
+	b->net.send(b->net.barev_arg, &u->id, &c->who, m);
+	xmpp_stanza_release(m);
+}
+
+static void
+typing_start(struct bridge *b, struct user *u, struct contact *c)
+{
+	struct typing *t;
+
+	c->composing_at = now_mono();
+	if (!c->composing && c->pipe_up)
+		send_chat_state(b, u, c, "composing");
+	if (c->composing)
+		return;
+	c->composing = 1;
+	t = xcalloc(1, sizeof(*t));
+	t->user_jid = xstrdup(u->jid);
+	t->who = c->who;
+	t->next = b->typing;
+	b->typing = t;
+	if (!evtimer_pending(b->ev_typing, NULL))
+		timer_in(b->ev_typing, TYPING_REPEAT);
+}
+
+static void
+on_typing(evutil_socket_t fd, short what, void *arg)
+{
+	struct bridge *b = arg;
+	struct typing **tp = &b->typing, *t;
+	struct user *u;
+	struct contact *c;
+	double now = now_mono();
+
+	while ((t = *tp) != NULL) {
+		u = users_get(b->users, t->user_jid);
+		c = u ? user_contact(u, &t->who) : NULL;
+		if (c != NULL && c->composing && now - c->composing_at > TYPING_MAX)
+			c->composing = 0;
+		if (c == NULL || !c->composing) {
+			*tp = t->next;
+			free(t->user_jid);
+			free(t);
+			continue;
+		}
+		if (c->pipe_up)
+			send_chat_state(b, u, c, "composing");
+		tp = &t->next;
+	}
+	if (b->typing != NULL)
+		timer_in(b->ev_typing, TYPING_REPEAT);
+}
+
+static const char *const chat_states[] = {
+	"active", "composing", "paused", "inactive", "gone", NULL,
+};
+
+static const char *
+chat_state_of(xmpp_stanza_t *msg)
+{
+	size_t i;
+
+	for (i = 0; chat_states[i] != NULL; i++)
+		if (stanza_child(msg, chat_states[i], NS_CHATSTATES) != NULL)
+			return chat_states[i];
+	return NULL;
+}
+
+static void
+message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
+    const struct barev_jid *who)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	const char *state = chat_state_of(st);
+	struct store_msg m;
+	struct contact *c;
+	char *body, *xhtml;
+	int64_t now = (int64_t)time(NULL);
+
+	if (type != NULL && strcmp(type, "error") == 0)
+		return;
+	c = user_contact(u, who);
+	if (c == NULL) {
+		/* Writing to an address is enough to make it a contact. */
+		c = user_contact_add(u, who, 0);
+		contact_save(b, u, c);
+	}
+	body = text_of(st, "body", NULL);
+	if (body == NULL || *body == '\0') {
+		free(body);
+		if (state == NULL)
+			return;
+		if (strcmp(state, "composing") == 0)
+			typing_start(b, u, c);
+		else if (c->composing) {
+			c->composing = 0;
+			if (c->pipe_up)
+				send_chat_state(b, u, c, "active");
+		}
+		return;
+	}
+	c->composing = 0;
+	xhtml = xhtml_of_message(b, st, body);
+	memset(&m, 0, sizeof(m));
+	m.dir = STORE_TO_BAREV;
+	m.user_jid = u->jid;
+	m.to = c->who;
+	m.sender = (char *)(uintptr_t)xmpp_stanza_get_from(st);
+	m.stanza_id = (char *)(uintptr_t)xmpp_stanza_get_id(st);
+	m.body = body;
+	m.xhtml = xhtml;
+	m.receipt = stanza_child(st, "request", NS_RECEIPTS) != NULL &&
+	    m.stanza_id != NULL;
+	m.created = now;
+	m.expires = now + (int64_t)b->conf->message_lifetime;
+	/* Stored before anything else happens to it: nothing is lost. */
+	if (store_msg_add(b->st, &m) == -1)
+		error_reply(b, st, "wait", "internal-server-error",
+		    "The gateway could not store this message; it was not sent.");
+	else
+		flush_queue(b, u, c);
+	free(body);
+	free(xhtml);
+}
+
+struct flush {
+	struct bridge *b;
+	struct user *u;
+	struct contact *c;
+	int stop;
+};
+
+static int
+flush_one(void *arg, const struct store_msg *m)
+{
+	struct flush *f = arg;
+	struct bridge *b = f->b;
+	struct inflight *in;
+	xmpp_stanza_t *st;
+	int rc;
+
+	if (m->state != STORE_MSG_QUEUED)
+		return 0;
+	in = xcalloc(1, sizeof(*in));
+	in->id = m->id;
+	in->sender = xstrdup(m->sender);
+	in->stanza_id = m->stanza_id ? xstrdup(m->stanza_id) : NULL;
+	in->user_jid = xstrdup(m->user_jid);
+	in->to = m->to;
+	in->receipt = m->receipt;
+	in->next = b->inflight;
+	b->inflight = in;
+	store_msg_set_state(b->st, m->id, STORE_MSG_SENT);
+	st = barev_message(b, m->body, m->xhtml);
+	rc = b->net.send_confirmed(b->net.barev_arg, &f->u->id, &f->c->who, st,
+	    (uint64_t)m->id);
+	xmpp_stanza_release(st);
+	if (rc == -1) {
+		b->inflight = in->next;
+		store_msg_set_state(b->st, m->id, STORE_MSG_QUEUED);
+		free(in->sender);
+		free(in->stanza_id);
+		free(in->user_jid);
+		free(in);
+		return 1;
+	}
+	return 0;
+}
+
+/* Sends the pair's queued messages in order, or asks for a pipe. */
+static void
+flush_queue(struct bridge *b, struct user *u, struct contact *c)
+{
+	struct flush f = { b, u, c, 0 };
+
+	if (!c->pipe_up) {
+		b->net.want(b->net.barev_arg, &u->id, &c->who,
+		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+		return;
+	}
+	store_msg_each_for(b->st, u->jid, &c->who, flush_one, &f);
+}
+
+static void
+confirmed(void *arg, uint64_t token, enum pipe_confirm how)
+{
+	struct bridge *b = arg;
+	struct inflight **ip, *in;
+	xmpp_stanza_t *r, *rec;
+	char *from;
+
+	for (ip = &b->inflight; (in = *ip) != NULL; ip = &in->next)
+		if ((uint64_t)in->id == token)
+			break;
+	if (in == NULL)
+		return;
+	*ip = in->next;
+	if (how == PIPE_LOST) {
+		/* Sent again on the next pipe: at least once. */
+		store_msg_set_state(b->st, in->id, STORE_MSG_QUEUED);
+	} else {
+		store_msg_del(b->st, in->id);
+		/* A receipt only with proof that the peer read it. */
+		if (how == PIPE_CONFIRMED && in->receipt) {
+			from = contact_jid(b, &in->to);
+			r = new_stanza(b, "message", from, in->sender, NULL);
+			rec = stanza_add_child(r, "received", NS_RECEIPTS);
+			xmpp_stanza_set_attribute(rec, "id", in->stanza_id);
+			xsend(b, r);
+			free(from);
+		}
+	}
+	free(in->sender);
+	free(in->stanza_id);
+	free(in->user_jid);
+	free(in);
+}
+
+static int
+expired_one(void *arg, const struct store_msg *m)
+{
+	struct bridge *b = arg;
+	char *from = contact_jid(b, &m->to), text[512], who[BAREV_JID_STRLEN];
+	xmpp_stanza_t *e, *err;
+
+	snprintf(text, sizeof(text), "Not delivered: %s could not be reached "
+	    "for %.0f hours, so the gateway gave up on this message.",
+	    barev_jid_format(&m->to, who), b->conf->message_lifetime / 3600);
+	e = new_stanza(b, "message", from, m->sender, "error");
+	if (m->stanza_id != NULL)
+		xmpp_stanza_set_id(e, m->stanza_id);
+	stanza_add_text_child(e, "body", m->body);
+	err = stanza_add_child(e, "error", NULL);
+	xmpp_stanza_set_type(err, "wait");
+	stanza_add_child(err, "recipient-unavailable", NS_STANZAS);
+	add_text(stanza_add_child(err, "text", NS_STANZAS), text);
+	xsend(b, e);
+	free(from);
+	return 0;
+}
+
+static void
+on_expire(evutil_socket_t fd, short what, void *arg)
+{
+	struct bridge *b = arg;
+
+	store_msg_take_expired(b->st, (int64_t)time(NULL), expired_one, b);
+	timer_in(b->ev_expire, EXPIRE_EVERY);
+}
+
+/* --- registration (XEP-0077) and the address prompt (XEP-0100) ------ */
+
+static void
+add_field(xmpp_stanza_t *form, const char *type, const char *var,
+    const char *label, const char *value)
+{
+	xmpp_stanza_t *f = stanza_add_child(form, "field", NULL);
+
+	xmpp_stanza_set_type(f, type);
+	xmpp_stanza_set_attribute(f, "var", var);
+	if (label != NULL)
+		xmpp_stanza_set_attribute(f, "label", label);
+	if (value != NULL)
+		stanza_add_text_child(f, "value", value);
+}
+
+static void
+register_form(struct bridge *b, xmpp_stanza_t *iq, const char *bare)
+{
+	struct user *u = users_get(b->users, bare);
+	xmpp_stanza_t *r = stanza_reply(iq, "result"), *q, *x;
+	char *local = xstrndup(bare, strcspn(bare, "@"));
+	const char *nick = u ? u->id.nick : local;
+	static const char words[] =
+	    "Choose the nickname your Barev contacts will see. Your Barev "
+	    "address will be that nickname at this gateway's Yggdrasil "
+	    "address.";
+
+	xmpp_stanza_set_from(r, b->domain);
+	q = stanza_add_child(r, "query", NS_REGISTER);
+	if (u != NULL)
+		stanza_add_child(q, "registered", NULL);
+	stanza_add_text_child(q, "instructions", words);
+	stanza_add_text_child(q, "username", nick);
+	x = stanza_add_child(q, "x", NS_XDATA);
+	xmpp_stanza_set_type(x, "form");
+	stanza_add_text_child(x, "title", "Barev gateway registration");
+	stanza_add_text_child(x, "instructions", words);
+	add_field(x, "hidden", "FORM_TYPE", NULL, NS_REGISTER);
+	add_field(x, "text-single", "username", "Barev nickname", nick);
+	xsend(b, r);
+	free(local);
+}
+
+/* The nickname from a data form's username field, or from <username/>. */
+static char *
+submitted_nick(xmpp_stanza_t *q)
+{
+	xmpp_stanza_t *x = stanza_child(q, "x", NS_XDATA), *f;
+	const char *var;
+	char *t;
+
+	for (f = x ? xmpp_stanza_get_children(x) : NULL; f != NULL;
+	     f = xmpp_stanza_get_next(f)) {
+		if (!xmpp_stanza_is_tag(f) ||
+		    strcmp(xmpp_stanza_get_name(f), "field") != 0)
+			continue;
+		var = xmpp_stanza_get_attribute(f, "var");
+		if (var != NULL && strcmp(var, "username") == 0 &&
+		    (t = text_of(f, "value", NULL)) != NULL)
+			return t;
+	}
+	return text_of(q, "username", NULL);
+}
+
+static void
+unregister(struct bridge *b, struct user *u)
+{
+	struct contact *c;
+	struct stranger *s, *next;
+	char *bare = xstrdup(u->jid);
+
+	log_info("bridge: unregistered jid=%s", bare);
+
+	while ((c = u->contacts) != NULL)
+		contact_drop(b, u, c, bare);
+	for (s = b->strangers; s != NULL; s = next) {
+		next = s->next;
+		if (strcmp(s->user_jid, bare) == 0) {
+			b->net.unwant(b->net.barev_arg, &u->id, &s->who);
+			stranger_forget(b, bare, &s->who);
+		}
+	}
+	store_user_del(b->st, bare);
+	users_remove(b->users, u);
+	xsend(b, new_stanza(b, "presence", b->domain, bare, "unsubscribed"));
+	xsend(b, new_stanza(b, "presence", b->domain, bare, "unsubscribe"));
+	free(bare);
+}
+
+static void
+register_submit(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q,
+    const char *bare)
+{
+	struct user *u = users_get(b->users, bare);
+	struct barev_jid id;
+	char *nick, text[512], addr[BAREV_JID_STRLEN];
+	const char *cause;
+
+	if (stanza_child(q, "remove", NULL) != NULL) {
+		if (u == NULL) {
+			error_reply(b, iq, "auth", "registration-required",
+			    "You are not registered with this gateway.");
+			return;
+		}
+		unregister(b, u);
+		xsend(b, stanza_reply(iq, "result"));
+		return;
+	}
+	if (!access_ok(b, bare)) {
+		error_reply(b, iq, "cancel", "not-allowed",
+		    "This gateway serves other XMPP domains; ask its operator.");
+		return;
+	}
+	if (b->conf->barev_address_text[0] == '\0') {
+		error_reply(b, iq, "cancel", "service-unavailable",
+		    "This gateway has no Barev (Yggdrasil) address configured.");
+		return;
+	}
+	if ((nick = submitted_nick(q)) == NULL) {
+		error_reply(b, iq, "modify", "bad-request",
+		    "Send the nickname in <username/> or the form's username "
+		    "field.");
+		return;
+	}
+	if (barev_nick_check(nick, strlen(nick), &cause) == -1) {
+		snprintf(text, sizeof(text), "That nickname cannot be used: %s.",
+		    cause);
+		error_reply(b, iq, "modify", "not-acceptable", text);
+		goto out;
+	}
+	if (u != NULL) {
+		if (strcasecmp(u->id.nick, nick) == 0)
+			xsend(b, stanza_reply(iq, "result"));
+		else
+			error_reply(b, iq, "cancel", "conflict",
+			    "You are registered with another nickname; "
+			    "unregister first to change it.");
+		goto out;
+	}
+	memset(&id, 0, sizeof(id));
+	snprintf(id.nick, sizeof(id.nick), "%s", nick);
+	id.addr = b->conf->barev_address;
+	if (store_user_add(b->st, bare, nick, &id.addr, &cause) == -1) {
+		snprintf(text, sizeof(text), "The nickname %s is taken on this "
+		    "gateway; choose another.", nick);
+		error_reply(b, iq, "cancel", "conflict",
+		    strcmp(cause, "nick taken") == 0 ? text : cause);
+		goto out;
+	}
+	u = users_add(b->users, bare, &id);
+	log_info("bridge: registered jid=%s barev=%s", bare,
+	    barev_jid_format(&id, addr));
+	xsend(b, stanza_reply(iq, "result"));
+	/* XEP-0100: the gateway asks to see the user's presence. */
+	xsend(b, new_stanza(b, "presence", b->domain, bare, "subscribe"));
+	snprintf(text, sizeof(text),
+	    "Welcome. Your Barev address is %s (port %d). Give it to the "
+	    "people you want to talk to on Barev; they add it as a contact. To "
+	    "add a Barev contact yourself, add nick@their-yggdrasil-address "
+	    "through this gateway (%s).", addr, b->conf->barev_default_port,
+	    b->domain);
+	tell_user(b, bare, text);
+out:
+	free(nick);
+}
+
+static void
+gateway_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q)
+{
+	const char *type = xmpp_stanza_get_type(iq);
+	xmpp_stanza_t *r, *rq;
+	struct barev_jid who;
+	const char *cause;
+	char *prompt, *jid, text[256];
+
+	if (strcmp(type, "get") == 0) {
+		r = stanza_reply(iq, "result");
+		rq = stanza_add_child(r, "query", NS_GATEWAY);
+		stanza_add_text_child(rq, "desc", "Enter the Barev address of "
+		    "your contact, nick@yggdrasil-address, e.g. "
+		    "inky@201:af82:9f2f:7809:be0c:360a:1587:6be7");
+		stanza_add_text_child(rq, "prompt", "Barev address");
+		xsend(b, r);
+		return;
+	}
+	prompt = text_of(q, "prompt", NULL);
+	if (prompt == NULL ||
+	    barev_jid_parse(prompt, peer_flags(b), &who, &cause) == -1) {
+		snprintf(text, sizeof(text), "%s", prompt ? cause :
+		    "expected nick@ipv6, e.g. inky@201:af82::1");
+		error_reply(b, iq, "modify", "jid-malformed", text);
+		free(prompt);
+		return;
+	}
+	jid = contact_jid(b, &who);
+	r = stanza_reply(iq, "result");
+	rq = stanza_add_child(r, "query", NS_GATEWAY);
+	stanza_add_text_child(rq, "jid", jid);
+	xsend(b, r);
+	free(jid);
+	free(prompt);
+}
+
+/* --- from the XMPP server --------------------------------------------- */
+
+static void
+gateway_presence(struct bridge *b, xmpp_stanza_t *st, const char *bare)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	struct user *u = users_get(b->users, bare);
+
+	if (type == NULL || strcmp(type, "unavailable") == 0) {
+		if (u != NULL)
+			user_resource_presence(b, u, xmpp_stanza_get_from(st),
+			    st);
+		return;
+	}
+	if (strcmp(type, "subscribe") == 0) {
+		if (u != NULL)
+			xsend(b, new_stanza(b, "presence", b->domain, bare,
+			    "subscribed"));
+		else
+			error_reply(b, st, "auth", "registration-required",
+			    "Register with the gateway first.");
+		return;
+	}
+	if (strcmp(type, "probe") == 0 && u != NULL)
+		xsend(b, new_stanza(b, "presence", b->domain,
+		    xmpp_stanza_get_from(st), NULL));
+}
+
+static int
+xmpp_to_gateway(struct bridge *b, xmpp_stanza_t *st, const char *bare)
+{
+	const char *name = xmpp_stanza_get_name(st);
+	const char *type = xmpp_stanza_get_type(st);
+	xmpp_stanza_t *q;
+
+	if (strcmp(name, "presence") == 0) {
+		gateway_presence(b, st, bare);
+		return 0;
+	}
+	if (strcmp(name, "iq") != 0 || type == NULL ||
+	    (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+		return -1;
+	if ((q = stanza_child(st, "query", NS_REGISTER)) != NULL) {
+		if (strcmp(type, "get") == 0)
+			register_form(b, st, bare);
+		else
+			register_submit(b, st, q, bare);
+		return 0;
+	}
+	if ((q = stanza_child(st, "query", NS_GATEWAY)) != NULL) {
+		gateway_iq(b, st, q);
+		return 0;
+	}
+	return -1;
+}
+
+static int
+xmpp_to_contact(struct bridge *b, xmpp_stanza_t *st, const char *bare,
+    const char *to)
+{
+	const char *name = xmpp_stanza_get_name(st);
+	const char *type = xmpp_stanza_get_type(st);
+	struct user *u = users_get(b->users, bare);
+	struct barev_jid who;
+	const char *cause;
+	char text[256];
+
+	if (strcmp(name, "iq") == 0)
+		return -1; /* Barev peers answer no queries: the service does */
+	if (type != NULL && strcmp(type, "error") == 0)
+		return 0;
+	if (gateway_jid_to_barev(to, b->domain, peer_flags(b), &who, &cause)
+	    == -1) {
+		snprintf(text, sizeof(text), "Not a Barev contact: %s. Contacts "
+		    "look like nick@yggdrasil-address; ask %s (XEP-0100) for "
+		    "the JID of one.", cause, b->domain);
+		if (strcmp(name, "message") == 0 ||
+		    (type != NULL && strcmp(type, "subscribe") == 0))
+			error_reply(b, st, "modify", "jid-malformed", text);
+		return 0;
+	}
+	if (u == NULL) {
+		if (strcmp(name, "message") == 0 ||
+		    (type != NULL && strcmp(type, "subscribe") == 0))
+			error_reply(b, st, "auth", "registration-required",
+			    "Register with the gateway first.");
+		return 0;
+	}
+	if (strcmp(name, "presence") == 0)
+		presence_to_contact(b, st, u, bare, &who);
+	else if (strcmp(name, "message") == 0)
+		message_to_contact(b, st, u, &who);
+	return 0;
+}
+
+int
+bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
+{
+	const char *to = xmpp_stanza_get_to(st);
+	const char *from = xmpp_stanza_get_from(st);
+	struct jid_parts parts;
+	const char *cause;
+	char *bare;
+	int rc;
+
+	if (to == NULL || from == NULL || xmpp_stanza_get_name(st) == NULL ||
+	    jid_split(to, &parts, &cause) == -1 ||
+	    !jid_on_domain(&parts, b->domain) ||
+	    jid_bare(from, &bare, &cause) == -1)
+		return -1;
+	/* Servers fold localparts to lower case; so do we for the user's JID. */
+	for (char *p = bare; *p != '\0'; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	if (parts.local == NULL)
+		rc = xmpp_to_gateway(b, st, bare);
+	else
+		rc = xmpp_to_contact(b, st, bare, to);
+	free(bare);
+	return rc;
+}
+
+static void
+probe_user(struct user *u, void *arg)
+{
+	struct bridge *b = arg;
+
+	xsend(b, new_stanza(b, "presence", b->domain, u->jid, "probe"));
+}
+
+void
+bridge_link_up(struct bridge *b)
+{
+	users_each(b->users, probe_user, b);
+}
+
+/* --- from the Barev engine -------------------------------------------- */
+
+static int
+cb_lookup_local(void *arg, const char *to_nick, const struct in6_addr *dialled,
+    struct barev_jid *out)
+{
+	struct bridge *b = arg;
+	struct barev_jid key;
+	struct user *u;
+
+	memset(&key, 0, sizeof(key));
+	key.addr = *dialled;
+	if (to_nick != NULL) {
+		snprintf(key.nick, sizeof(key.nick), "%s", to_nick);
+		if ((u = users_by_id(b->users, &key)) == NULL)
+			return -1;
+		*out = u->id;
+		return 0;
+	}
+	/* No usable `to`: unambiguous only if one user has that address. */
+	if ((u = users_only_at(b->users, dialled)) == NULL)
+		return -1;
+	*out = u->id;
+	return 0;
+}
+
+static void
+on_stranger_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct stranger *s = arg;
+	struct bridge *b = s->b;
+	struct user *u = users_get(b->users, s->user_jid);
+
+	log_info("bridge: request unanswered; closing the pipe user=%s",
+	    s->user_jid);
+	if (u != NULL && user_contact(u, &s->who) == NULL)
+		b->net.unwant(b->net.barev_arg, &u->id, &s->who);
+}
+
+static void
+ask_user(struct bridge *b, struct user *u, const struct barev_jid *who)
+{
+	struct stranger *s = stranger_find(b, u->jid, who, NULL);
+	int64_t now = (int64_t)time(NULL);
+
+	if (s == NULL) {
+		s = xcalloc(1, sizeof(*s));
+		s->b = b;
+		s->user_jid = xstrdup(u->jid);
+		s->who = *who;
+		s->ev_timeout = evtimer_new(b->base, on_stranger_timeout, s);
+		s->next = b->strangers;
+		b->strangers = s;
+	}
+	timer_in(s->ev_timeout, b->conf->request_timeout);
+	if (s->last_asked != 0 &&
+	    now - s->last_asked < (int64_t)b->conf->request_interval)
+		return;
+	s->last_asked = now;
+	store_pending_put(b->st, u->jid, who, now);
+	presence_from_contact(b, who, u->jid, "subscribe", NULL);
+}
+
+static enum barev_verdict
+cb_allow(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote)
+{
+	struct bridge *b = arg;
+	struct user *u = users_by_id(b->users, local);
+
+	if (u == NULL)
+		return BAREV_DENY;
+	if (user_contact(u, remote) == NULL)
+		ask_user(b, u, remote);
+	return BAREV_ALLOW;
+}
+
+static void
+cb_up(void *arg, const struct barev_jid *local, const struct barev_jid *remote)
+{
+	struct bridge *b = arg;
+	struct user *u = users_by_id(b->users, local);
+	struct contact *c = u ? user_contact(u, remote) : NULL;
+
+	if (c == NULL)
+		return; /* a stranger: nothing to show until the user accepts */
+	c->pipe_up = 1;
+	send_user_presence(b, u, c);
+	flush_queue(b, u, c);
+}
+
+static void
+cb_down(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote, const char *reason)
+{
+	struct bridge *b = arg;
+	struct user *u = users_by_id(b->users, local);
+	struct contact *c = u ? user_contact(u, remote) : NULL;
+
+	if (c == NULL)
+		return;
+	c->pipe_up = 0;
+	if (c->seen.available) {
+		shown_clear(&c->seen);
+		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
+	}
+}
+
+static void
+contact_presence(struct bridge *b, struct user *u, struct contact *c,
+    xmpp_stanza_t *st)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	char *show = text_of(st, "show", NULL);
+	char *status = text_of(st, "status", NULL);
+	struct shown next;
+	int available;
+	enum barev_show bshow = BSHOW_NONE;
+
+	memset(&next, 0, sizeof(next));
+	/* The Pascal library says offline with a show. */
+	available = type == NULL && !(show && strcmp(show, "offline") == 0);
+	if (type != NULL && strcmp(type, "unavailable") != 0)
+		goto out; /* subscriptions and errors mean nothing here */
+	if (show != NULL && (strcmp(show, "away") == 0 ||
+	    strcmp(show, "xa") == 0))
+		bshow = BSHOW_AWAY;
+	else if (show != NULL && strcmp(show, "dnd") == 0)
+		bshow = BSHOW_DND;
+	shown_set(&next, available, bshow, available ? status : NULL);
+	/* The Pascal library sends every presence twice. */
+	if (shown_equal(&next, &c->seen))
+		goto out;
+	shown_clear(&c->seen);
+	c->seen = next;
+	memset(&next, 0, sizeof(next));
+	if (c->seen.available)
+		presence_from_contact(b, &c->who, u->jid, NULL, &c->seen);
+	else
+		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
+out:
+	shown_clear(&next);
+	free(show);
+	free(status);
+}
+
+static void
+contact_message(struct bridge *b, struct user *u, struct contact *c,
+    xmpp_stanza_t *st)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	char *body = text_of(st, "body", NULL), *from, id[32];
+	const char *state = chat_state_of(st);
+	xmpp_stanza_t *m, *html, *ev;
+
+	if (type != NULL && strcmp(type, "error") == 0)
+		goto out;
+	/* Pidgin's legacy typing events (XEP-0022) become XEP-0085. */
+	if (state == NULL && (ev = stanza_child(st, "x", NS_EVENT)) != NULL &&
+	    body == NULL)
+		state = stanza_child(ev, "composing", NULL) ? "composing"
+							    : "active";
+	if (body == NULL && state == NULL)
+		goto out;
+	from = contact_jid(b, &c->who);
+	m = new_stanza(b, "message", from, u->jid, "chat");
+	snprintf(id, sizeof(id), "bg-%lu", ++b->serial);
+	xmpp_stanza_set_id(m, id);
+	if (body != NULL)
+		stanza_add_text_child(m, "body", body);
+	if (body != NULL && (html = stanza_child(st, "html", NS_XHTML_IM)))
+		xmpp_stanza_add_child_ex(m, xmpp_stanza_copy(html), 0);
+	if (state != NULL)
+		stanza_add_child(m, state, NS_CHATSTATES);
+	else if (body != NULL)
+		stanza_add_child(m, "active", NS_CHATSTATES);
+	xsend(b, m);
+	free(from);
+out:
+	free(body);
+}
+
+static int
+cb_stanza(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote, xmpp_stanza_t *st)
+{
+	struct bridge *b = arg;
+	struct user *u = users_by_id(b->users, local);
+	struct contact *c = u ? user_contact(u, remote) : NULL;
+	const char *name = xmpp_stanza_get_name(st);
+	const char *type = xmpp_stanza_get_type(st);
+	xmpp_stanza_t *r;
+
+	if (strcmp(name, "iq") == 0) {
+		/* The reference client asks for our vCard; an empty one will do. */
+		if (type != NULL && strcmp(type, "get") == 0 &&
+		    stanza_child(st, "vCard", NS_VCARD) != NULL) {
+			r = stanza_reply(st, "result");
+			stanza_add_child(r, "vCard", NS_VCARD);
+			b->net.send(b->net.barev_arg, local, remote, r);
+			xmpp_stanza_release(r);
+			return 0;
+		}
+		return -1;
+	}
+	if (c == NULL) {
+		log_debug("bridge: %s from a stranger dropped", name);
+		return 0;
+	}
+	if (strcmp(name, "presence") == 0)
+		contact_presence(b, u, c, st);
+	else if (strcmp(name, "message") == 0)
+		contact_message(b, u, c, st);
+	else
+		return -1;
+	return 0;
+}
+
+const struct barev_cb bridge_barev_cb = {
+	cb_lookup_local,
+	cb_allow,
+	cb_up,
+	cb_down,
+	cb_stanza,
+	confirmed,
+};
+
+/* --- life cycle ------------------------------------------------------- */
+
+struct load {
+	struct bridge *b;
+	struct user *u;
+	int failed;
+};
+
+static int
+load_contact(void *arg, const struct store_contact *sc)
+{
+	struct load *l = arg;
+	struct contact *c = user_contact_add(l->u, &sc->who, sc->port);
+
+	c->sub_to = sc->sub_to;
+	c->sub_from = sc->sub_from;
+	return 0;
+}
+
+static int
+load_user(void *arg, const struct store_user *su)
+{
+	struct load *l = arg;
+	struct barev_jid id;
+
+	memset(&id, 0, sizeof(id));
+	snprintf(id.nick, sizeof(id.nick), "%s", su->nick);
+	id.addr = su->addr;
+	if ((l->u = users_add(l->b->users, su->jid, &id)) == NULL)
+		return 0;
+	return store_contacts_each(l->b->st, su->jid, load_contact, l) == -1;
+}
+
+static int
+load_pending(void *arg, const char *user_jid, const struct barev_jid *who,
+    int64_t created, int64_t last_asked)
+{
+	struct bridge *b = arg;
+	struct stranger *s = xcalloc(1, sizeof(*s));
+
+	s->b = b;
+	s->user_jid = xstrdup(user_jid);
+	s->who = *who;
+	s->last_asked = last_asked;
+	s->ev_timeout = evtimer_new(b->base, on_stranger_timeout, s);
+	s->next = b->strangers;
+	b->strangers = s;
+	return 0;
+}
+
+struct bridge *
+bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
+    struct store *st, const struct bridge_net *net, char **cause)
+{
+	struct bridge *b = xcalloc(1, sizeof(*b));
+	struct load l = { b, NULL, 0 };
+	int requeued;
+
+	b->base = base;
+	b->ctx = ctx;
+	b->conf = conf;
+	b->st = st;
+	b->net = *net;
+	b->domain = xstrdup(conf->component_jid);
+	b->users = users_new();
+	b->ev_typing = evtimer_new(base, on_typing, b);
+	b->ev_expire = evtimer_new(base, on_expire, b);
+	if (store_users_each(st, load_user, &l) != 0 ||
+	    store_pending_each(st, load_pending, b) != 0 ||
+	    (requeued = store_msg_requeue_unconfirmed(st)) == -1) {
+		xasprintf(cause, "cannot load the state from %s",
+		    conf->storage_path);
+		bridge_free(b);
+		return NULL;
+	}
+	if (requeued > 0)
+		log_info("bridge: %d unconfirmed messages will be sent again",
+		    requeued);
+	timer_in(b->ev_expire, 1.0);
+	return b;
+}
+
+void
+bridge_set_conf(struct bridge *b, const struct conf *conf)
+{
+	b->conf = conf;
+}
+
+void
+bridge_free(struct bridge *b)
+{
+	struct inflight *in;
+	struct stranger *s;
+	struct typing *t;
+
+	if (b == NULL)
+		return;
+	while ((in = b->inflight) != NULL) {
+		b->inflight = in->next;
+		free(in->sender);
+		free(in->stanza_id);
+		free(in->user_jid);
+		free(in);
+	}
+	while ((s = b->strangers) != NULL) {
+		b->strangers = s->next;
+		event_free(s->ev_timeout);
+		free(s->user_jid);
+		free(s);
+	}
+	while ((t = b->typing) != NULL) {
+		b->typing = t->next;
+		free(t->user_jid);
+		free(t);
+	}
+	event_free(b->ev_typing);
+	event_free(b->ev_expire);
+	users_free(b->users);
+	free(b->domain);
+	free(b);
+}
