@@ -24,6 +24,9 @@
 #define NS_EVENT "jabber:x:event"
 #define NS_VCARD "vcard-temp"
 #define NS_NICK "http://jabber.org/protocol/nick"
+#define NS_COMMANDS "http://jabber.org/protocol/commands"
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 
 /* The reference client's typing indicator fades after about a second. */
 #define TYPING_REPEAT 1.0
@@ -34,6 +37,7 @@
 const char *const bridge_features[] = {
 	NS_REGISTER,
 	NS_GATEWAY,
+	NS_COMMANDS,
 	NULL,
 };
 
@@ -826,25 +830,32 @@ register_form(struct bridge *b, xmpp_stanza_t *iq, const char *bare)
 	free(local);
 }
 
-/* The nickname from a data form's username field, or from <username/>. */
+/* The value of a submitted data form's field var, or NULL. */
 static char *
-submitted_nick(xmpp_stanza_t *q)
+form_value(xmpp_stanza_t *x, const char *var)
 {
-	xmpp_stanza_t *x = stanza_child(q, "x", NS_XDATA), *f;
-	const char *var;
-	char *t;
+	xmpp_stanza_t *f;
+	const char *v;
 
 	for (f = x ? xmpp_stanza_get_children(x) : NULL; f != NULL;
 	     f = xmpp_stanza_get_next(f)) {
 		if (!xmpp_stanza_is_tag(f) ||
 		    strcmp(xmpp_stanza_get_name(f), "field") != 0)
 			continue;
-		var = xmpp_stanza_get_attribute(f, "var");
-		if (var != NULL && strcmp(var, "username") == 0 &&
-		    (t = text_of(f, "value", NULL)) != NULL)
-			return t;
+		v = xmpp_stanza_get_attribute(f, "var");
+		if (v != NULL && strcmp(v, var) == 0)
+			return text_of(f, "value", NULL);
 	}
-	return text_of(q, "username", NULL);
+	return NULL;
+}
+
+/* The nickname from a data form's username field, or from <username/>. */
+static char *
+submitted_nick(xmpp_stanza_t *q)
+{
+	char *nick = form_value(stanza_child(q, "x", NS_XDATA), "username");
+
+	return nick ? nick : text_of(q, "username", NULL);
 }
 
 static void
@@ -872,14 +883,85 @@ unregister(struct bridge *b, struct user *u)
 	free(bare);
 }
 
+/* Why a registration failed, as an XMPP error. */
+struct refusal {
+	const char *type;
+	const char *condition;
+	char text[512];
+};
+
+/* Registers bare as nick; on success tells the user their address. */
+static int
+register_user(struct bridge *b, const char *bare, const char *nick,
+    struct refusal *why)
+{
+	struct user *u = users_get(b->users, bare);
+	struct barev_jid id;
+	char text[512], addr[BAREV_JID_STRLEN];
+	const char *cause;
+
+	why->type = "cancel";
+	if (!access_ok(b, bare)) {
+		why->condition = "not-allowed";
+		snprintf(why->text, sizeof(why->text), "This gateway serves "
+		    "other XMPP domains; ask its operator.");
+		return -1;
+	}
+	if (b->conf->barev_address_text[0] == '\0') {
+		why->condition = "service-unavailable";
+		snprintf(why->text, sizeof(why->text), "This gateway has no "
+		    "Barev (Yggdrasil) address configured.");
+		return -1;
+	}
+	if (barev_nick_check(nick, strlen(nick), &cause) == -1) {
+		why->type = "modify";
+		why->condition = "not-acceptable";
+		snprintf(why->text, sizeof(why->text), "That nickname cannot be "
+		    "used: %s.", cause);
+		return -1;
+	}
+	if (u != NULL) {
+		if (strcasecmp(u->id.nick, nick) == 0)
+			return 0;
+		why->condition = "conflict";
+		snprintf(why->text, sizeof(why->text), "You are registered as "
+		    "%s; unregister first to change it.", u->id.nick);
+		return -1;
+	}
+	memset(&id, 0, sizeof(id));
+	snprintf(id.nick, sizeof(id.nick), "%s", nick);
+	id.addr = b->conf->barev_address;
+	if (store_user_add(b->st, bare, nick, &id.addr, &cause) == -1) {
+		why->condition = "conflict";
+		if (strcmp(cause, "nick taken") == 0)
+			snprintf(why->text, sizeof(why->text), "The nickname %s "
+			    "is taken on this gateway; choose another.", nick);
+		else
+			snprintf(why->text, sizeof(why->text), "%s", cause);
+		return -1;
+	}
+	users_add(b->users, bare, &id);
+	log_info("bridge: registered jid=%s barev=%s", bare,
+	    barev_jid_format(&id, addr));
+	/* XEP-0100: the gateway asks to see the user's presence. */
+	xsend(b, new_stanza(b, "presence", b->domain, bare, "subscribe"));
+	snprintf(text, sizeof(text),
+	    "Welcome. Your Barev address is %s (port %d). Give it to the "
+	    "people you want to talk to on Barev; they add it as a contact. To "
+	    "add a Barev contact yourself, add nick@their-yggdrasil-address "
+	    "through this gateway (%s).", addr, b->conf->barev_default_port,
+	    b->domain);
+	tell_user(b, bare, text);
+	return 0;
+}
+
 static void
 register_submit(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q,
     const char *bare)
 {
 	struct user *u = users_get(b->users, bare);
-	struct barev_jid id;
-	char *nick, text[512], addr[BAREV_JID_STRLEN];
-	const char *cause;
+	struct refusal why;
+	char *nick;
 
 	if (stanza_child(q, "remove", NULL) != NULL) {
 		if (u == NULL) {
@@ -891,61 +973,16 @@ register_submit(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q,
 		xsend(b, stanza_reply(iq, "result"));
 		return;
 	}
-	if (!access_ok(b, bare)) {
-		error_reply(b, iq, "cancel", "not-allowed",
-		    "This gateway serves other XMPP domains; ask its operator.");
-		return;
-	}
-	if (b->conf->barev_address_text[0] == '\0') {
-		error_reply(b, iq, "cancel", "service-unavailable",
-		    "This gateway has no Barev (Yggdrasil) address configured.");
-		return;
-	}
 	if ((nick = submitted_nick(q)) == NULL) {
 		error_reply(b, iq, "modify", "bad-request",
 		    "Send the nickname in <username/> or the form's username "
 		    "field.");
 		return;
 	}
-	if (barev_nick_check(nick, strlen(nick), &cause) == -1) {
-		snprintf(text, sizeof(text), "That nickname cannot be used: %s.",
-		    cause);
-		error_reply(b, iq, "modify", "not-acceptable", text);
-		goto out;
-	}
-	if (u != NULL) {
-		if (strcasecmp(u->id.nick, nick) == 0)
-			xsend(b, stanza_reply(iq, "result"));
-		else
-			error_reply(b, iq, "cancel", "conflict",
-			    "You are registered with another nickname; "
-			    "unregister first to change it.");
-		goto out;
-	}
-	memset(&id, 0, sizeof(id));
-	snprintf(id.nick, sizeof(id.nick), "%s", nick);
-	id.addr = b->conf->barev_address;
-	if (store_user_add(b->st, bare, nick, &id.addr, &cause) == -1) {
-		snprintf(text, sizeof(text), "The nickname %s is taken on this "
-		    "gateway; choose another.", nick);
-		error_reply(b, iq, "cancel", "conflict",
-		    strcmp(cause, "nick taken") == 0 ? text : cause);
-		goto out;
-	}
-	u = users_add(b->users, bare, &id);
-	log_info("bridge: registered jid=%s barev=%s", bare,
-	    barev_jid_format(&id, addr));
-	xsend(b, stanza_reply(iq, "result"));
-	/* XEP-0100: the gateway asks to see the user's presence. */
-	xsend(b, new_stanza(b, "presence", b->domain, bare, "subscribe"));
-	snprintf(text, sizeof(text),
-	    "Welcome. Your Barev address is %s (port %d). Give it to the "
-	    "people you want to talk to on Barev; they add it as a contact. To "
-	    "add a Barev contact yourself, add nick@their-yggdrasil-address "
-	    "through this gateway (%s).", addr, b->conf->barev_default_port,
-	    b->domain);
-	tell_user(b, bare, text);
-out:
+	if (register_user(b, bare, nick, &why) == -1)
+		error_reply(b, iq, why.type, why.condition, why.text);
+	else
+		xsend(b, stanza_reply(iq, "result"));
 	free(nick);
 }
 
@@ -984,6 +1021,284 @@ gateway_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q)
 	xsend(b, r);
 	free(jid);
 	free(prompt);
+}
+
+/* --- ad-hoc commands (XEP-0050) ---------------------------------------- */
+
+typedef void (*command_fn)(struct bridge *, xmpp_stanza_t *iq,
+    xmpp_stanza_t *cmd, xmpp_stanza_t *form, const char *bare);
+
+struct command {
+	const char *node;
+	const char *name;
+	command_fn run;
+};
+
+static void cmd_register(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
+    xmpp_stanza_t *, const char *);
+static void cmd_unregister(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
+    xmpp_stanza_t *, const char *);
+static void cmd_address(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
+    xmpp_stanza_t *, const char *);
+static void cmd_contact_port(struct bridge *, xmpp_stanza_t *,
+    xmpp_stanza_t *, xmpp_stanza_t *, const char *);
+
+static const struct command commands[] = {
+	{ "register", "Register", cmd_register },
+	{ "unregister", "Unregister", cmd_unregister },
+	{ "address", "My Barev address", cmd_address },
+	{ "contact-port", "Set a contact's port", cmd_contact_port },
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+/* A command answer; status is executing, completed or canceled. */
+static xmpp_stanza_t *
+command_reply(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    const char *status, xmpp_stanza_t **out_cmd)
+{
+	xmpp_stanza_t *r = stanza_reply(iq, "result"), *c;
+	const char *sid = xmpp_stanza_get_attribute(cmd, "sessionid");
+	char id[32];
+
+	xmpp_stanza_set_from(r, b->domain);
+	c = stanza_add_child(r, "command", NS_COMMANDS);
+	xmpp_stanza_set_attribute(c, "node",
+	    xmpp_stanza_get_attribute(cmd, "node"));
+	if (sid == NULL) {
+		snprintf(id, sizeof(id), "s-%lu", ++b->serial);
+		sid = id;
+	}
+	xmpp_stanza_set_attribute(c, "sessionid", sid);
+	xmpp_stanza_set_attribute(c, "status", status);
+	*out_cmd = c;
+	return r;
+}
+
+static void
+command_done(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    const char *note_type, const char *text)
+{
+	xmpp_stanza_t *c, *r = command_reply(b, iq, cmd, "completed", &c);
+	xmpp_stanza_t *note = stanza_add_child(c, "note", NULL);
+
+	xmpp_stanza_set_type(note, note_type);
+	add_text(note, text);
+	xsend(b, r);
+}
+
+/* A one-page form; the client submits it with action complete. */
+static xmpp_stanza_t *
+command_form(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    const char *title, const char *instructions, xmpp_stanza_t **out_r)
+{
+	xmpp_stanza_t *c, *actions, *x;
+
+	*out_r = command_reply(b, iq, cmd, "executing", &c);
+	actions = stanza_add_child(c, "actions", NULL);
+	xmpp_stanza_set_attribute(actions, "execute", "complete");
+	stanza_add_child(actions, "complete", NULL);
+	x = stanza_add_child(c, "x", NS_XDATA);
+	xmpp_stanza_set_type(x, "form");
+	stanza_add_text_child(x, "title", title);
+	stanza_add_text_child(x, "instructions", instructions);
+	return x;
+}
+
+static void
+cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    xmpp_stanza_t *form, const char *bare)
+{
+	xmpp_stanza_t *x, *r;
+	struct refusal why;
+	char *nick, *local;
+
+	if (form == NULL) {
+		local = xstrndup(bare, strcspn(bare, "@"));
+		x = command_form(b, iq, cmd, "Barev gateway registration",
+		    "Choose the nickname your Barev contacts will see.", &r);
+		add_field(x, "text-single", "username", "Barev nickname",
+		    local);
+		xsend(b, r);
+		free(local);
+		return;
+	}
+	if ((nick = form_value(form, "username")) == NULL) {
+		command_done(b, iq, cmd, "error", "No nickname was given.");
+		return;
+	}
+	if (register_user(b, bare, nick, &why) == -1)
+		command_done(b, iq, cmd, "error", why.text);
+	else
+		command_done(b, iq, cmd, "info", "You are registered; a "
+		    "message tells you your Barev address.");
+	free(nick);
+}
+
+static void
+cmd_unregister(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    xmpp_stanza_t *form, const char *bare)
+{
+	struct user *u = users_get(b->users, bare);
+
+	if (u == NULL) {
+		command_done(b, iq, cmd, "error",
+		    "You are not registered with this gateway.");
+		return;
+	}
+	unregister(b, u);
+	command_done(b, iq, cmd, "info", "You are unregistered; your Barev "
+	    "contacts and queued messages were removed.");
+}
+
+static void
+cmd_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    xmpp_stanza_t *form, const char *bare)
+{
+	struct user *u = users_get(b->users, bare);
+	char addr[BAREV_JID_STRLEN], text[256];
+
+	if (u == NULL) {
+		command_done(b, iq, cmd, "error",
+		    "You are not registered with this gateway.");
+		return;
+	}
+	snprintf(text, sizeof(text), "Your Barev address is %s (port %d).",
+	    barev_jid_format(&u->id, addr), b->conf->barev_default_port);
+	command_done(b, iq, cmd, "info", text);
+}
+
+/* The reference clients listen on 1337, the specification says 5299. */
+static void
+cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    xmpp_stanza_t *form, const char *bare)
+{
+	struct user *u = users_get(b->users, bare);
+	xmpp_stanza_t *x, *r;
+	struct barev_jid who;
+	struct contact *c;
+	const char *cause;
+	char *addr = NULL, *port = NULL, text[256], *end;
+	long v;
+
+	if (u == NULL) {
+		command_done(b, iq, cmd, "error",
+		    "You are not registered with this gateway.");
+		return;
+	}
+	if (form == NULL) {
+		x = command_form(b, iq, cmd, "A Barev contact's port",
+		    "Which port does your contact's Barev client listen on? "
+		    "Pidgin's plugin uses 1337.", &r);
+		add_field(x, "text-single", "contact", "Barev address "
+		    "(nick@ipv6)", NULL);
+		add_field(x, "text-single", "port", "Port", "1337");
+		xsend(b, r);
+		return;
+	}
+	addr = form_value(form, "contact");
+	port = form_value(form, "port");
+	v = port ? strtol(port, &end, 10) : 0;
+	if (addr == NULL || barev_jid_parse(addr, peer_flags(b), &who,
+	    &cause) == -1) {
+		snprintf(text, sizeof(text), "Not a Barev address: %s.",
+		    addr ? cause : "none given");
+		command_done(b, iq, cmd, "error", text);
+	} else if (port == NULL || *end != '\0' || v < 1 || v > 65535)
+		command_done(b, iq, cmd, "error",
+		    "The port must be a number from 1 to 65535.");
+	else if ((c = user_contact(u, &who)) == NULL)
+		command_done(b, iq, cmd, "error", "That address is not one of "
+		    "your contacts; add it first.");
+	else {
+		c->port = (unsigned short)v;
+		contact_save(b, u, c);
+		if (!c->pipe_up && user_online(u)) {
+			/* Dial the new port now rather than after a backoff. */
+			b->net.unwant(b->net.barev_arg, &u->id, &c->who);
+			b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
+		}
+		snprintf(text, sizeof(text), "%s is now reached on port %ld.",
+		    addr, v);
+		command_done(b, iq, cmd, "info", text);
+	}
+	free(addr);
+	free(port);
+}
+
+static void
+command_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    const char *bare)
+{
+	const char *node = xmpp_stanza_get_attribute(cmd, "node");
+	const char *action = xmpp_stanza_get_attribute(cmd, "action");
+	xmpp_stanza_t *form = stanza_child(cmd, "x", NS_XDATA), *c, *r;
+	const char *ftype = form ? xmpp_stanza_get_type(form) : NULL;
+	size_t i;
+
+	for (i = 0; i < NCOMMANDS; i++)
+		if (node != NULL && strcmp(commands[i].node, node) == 0)
+			break;
+	if (i == NCOMMANDS) {
+		error_reply(b, iq, "cancel", "item-not-found",
+		    "No such command.");
+		return;
+	}
+	if (action != NULL && strcmp(action, "cancel") == 0) {
+		r = command_reply(b, iq, cmd, "canceled", &c);
+		xsend(b, r);
+		return;
+	}
+	if (ftype == NULL || strcmp(ftype, "submit") != 0)
+		form = NULL;
+	commands[i].run(b, iq, cmd, form, bare);
+}
+
+/* disco#items of the command list and disco#info of each command. */
+static int
+command_disco(struct bridge *b, xmpp_stanza_t *iq, const char *bare)
+{
+	xmpp_stanza_t *q, *r, *rq, *item;
+	const char *node;
+	size_t i;
+
+	if ((q = stanza_child(iq, "query", NS_DISCO_ITEMS)) != NULL &&
+	    (node = xmpp_stanza_get_attribute(q, "node")) != NULL &&
+	    strcmp(node, NS_COMMANDS) == 0) {
+		r = stanza_reply(iq, "result");
+		rq = stanza_add_child(r, "query", NS_DISCO_ITEMS);
+		xmpp_stanza_set_attribute(rq, "node", NS_COMMANDS);
+		for (i = 0; i < NCOMMANDS; i++) {
+			item = stanza_add_child(rq, "item", NULL);
+			xmpp_stanza_set_attribute(item, "jid", b->domain);
+			xmpp_stanza_set_attribute(item, "node",
+			    commands[i].node);
+			xmpp_stanza_set_attribute(item, "name",
+			    commands[i].name);
+		}
+		xsend(b, r);
+		return 0;
+	}
+	if ((q = stanza_child(iq, "query", NS_DISCO_INFO)) == NULL ||
+	    (node = xmpp_stanza_get_attribute(q, "node")) == NULL)
+		return -1;
+	for (i = 0; i < NCOMMANDS; i++) {
+		if (strcmp(node, commands[i].node) != 0)
+			continue;
+		r = stanza_reply(iq, "result");
+		rq = stanza_add_child(r, "query", NS_DISCO_INFO);
+		xmpp_stanza_set_attribute(rq, "node", node);
+		item = stanza_add_child(rq, "identity", NULL);
+		xmpp_stanza_set_attribute(item, "category", "automation");
+		xmpp_stanza_set_attribute(item, "type", "command-node");
+		xmpp_stanza_set_attribute(item, "name", commands[i].name);
+		item = stanza_add_child(rq, "feature", NULL);
+		xmpp_stanza_set_attribute(item, "var", NS_COMMANDS);
+		item = stanza_add_child(rq, "feature", NULL);
+		xmpp_stanza_set_attribute(item, "var", NS_XDATA);
+		xsend(b, r);
+		return 0;
+	}
+	return -1;
 }
 
 /* --- from the XMPP server --------------------------------------------- */
@@ -1039,6 +1354,13 @@ xmpp_to_gateway(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 		gateway_iq(b, st, q);
 		return 0;
 	}
+	if (strcmp(type, "set") == 0 &&
+	    (q = stanza_child(st, "command", NS_COMMANDS)) != NULL) {
+		command_iq(b, st, q, bare);
+		return 0;
+	}
+	if (strcmp(type, "get") == 0)
+		return command_disco(b, st, bare);
 	return -1;
 }
 
