@@ -447,7 +447,7 @@ pair_inbound(struct pair *P, struct conn *c)
 		old->pair = NULL;
 		if (P->active == old)
 			P->active = c;
-		pipe_close(old->pipe, "replaced", NULL);
+		pipe_retire(old->pipe, "replaced");
 		return;
 	}
 	if (out != NULL && pipe_state(out->pipe) == PIPE_CONNECTING) {
@@ -463,7 +463,7 @@ pair_inbound(struct pair *P, struct conn *c)
 		P->out = NULL;
 		P->in = c;
 		P->active = c;
-		pipe_close(out->pipe, "replaced", NULL);
+		pipe_retire(out->pipe, "replaced");
 		return;
 	}
 	if (out != NULL) {
@@ -471,7 +471,7 @@ pair_inbound(struct pair *P, struct conn *c)
 			log_info("pair %s: simultaneous dial; keeping ours",
 			    P->name);
 			c->pair = NULL;
-			pipe_close(c->pipe, "race-lost", NULL);
+			pipe_retire(c->pipe, "race-lost");
 			return;
 		}
 		log_info("pair %s: simultaneous dial; waiting for the peer",
@@ -488,11 +488,14 @@ static void
 on_settle(evutil_socket_t fd, short what, void *arg)
 {
 	struct pair *P = arg;
+	struct conn *c;
 
 	if (P->in != NULL && conn_open(P->out)) {
 		log_info("pair %s: race unresolved; keeping our outgoing pipe",
 		    P->name);
-		conn_drop(P->in, "race-settled", NULL);
+		c = P->in;
+		pair_detach(P, c, "race-settled");
+		pipe_retire(c->pipe, "race-settled");
 		return;
 	}
 	pair_settle(P);
@@ -648,6 +651,17 @@ cb_confirmed(void *arg, struct pipe *p, uint64_t token, enum pipe_confirm how)
 }
 
 static void
+cb_closing(void *arg, struct pipe *p, const char *reason)
+{
+	struct conn *c = pipe_owner_data(p);
+
+	/* A failed dial waiting for the peer to close no longer holds a slot. */
+	dial_done(c);
+	if (c->pair != NULL)
+		pair_detach(c->pair, c, reason);
+}
+
+static void
 check_shutdown_done(struct barev *b)
 {
 	if (b->shutdown_done != NULL && b->nconns == 0)
@@ -680,6 +694,7 @@ static const struct pipe_cb barev_pipe_cb = {
 	cb_open,
 	cb_stanza,
 	cb_confirmed,
+	cb_closing,
 	cb_dead,
 };
 

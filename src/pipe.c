@@ -715,8 +715,9 @@ pipe_dead(struct pipe *p, const char *reason)
 	p->cb->dead(p->cb_arg, p, reason);
 }
 
-void
-pipe_close(struct pipe *p, const char *reason, const char *condition)
+static void
+close_pipe(struct pipe *p, const char *reason, const char *condition,
+    int say_unavailable)
 {
 	char buf[256];
 	int was_open = p->state == PIPE_OPEN;
@@ -736,12 +737,14 @@ pipe_close(struct pipe *p, const char *reason, const char *condition)
 		    "<stream:error><%s xmlns=\"" NS_STREAM_ERRORS "\"/>"
 		    "</stream:error>", condition);
 		write_str(p, buf);
-	} else if (was_open && !p->peer_ended)
+	} else if (was_open && !p->peer_ended && say_unavailable)
 		write_str(p, "<presence type=\"unavailable\"/>");
 	write_str(p, "</stream:stream>");
 	if (p->state == PIPE_DEAD)
 		return;
 	set_state(p, PIPE_CLOSING);
+	/* The owner learns now, not when the socket finally goes. */
+	p->cb->closing(p->cb_arg, p, reason);
 	if (condition != NULL)
 		xstream_stop(p->xs);
 	/*
@@ -752,6 +755,18 @@ pipe_close(struct pipe *p, const char *reason, const char *condition)
 	maybe_shutdown(p);
 	log_debug("pipe %llu: closing reason=%s", (unsigned long long)p->id,
 	    reason);
+}
+
+void
+pipe_close(struct pipe *p, const char *reason, const char *condition)
+{
+	close_pipe(p, reason, condition, 1);
+}
+
+void
+pipe_retire(struct pipe *p, const char *reason)
+{
+	close_pipe(p, reason, NULL, 0);
 }
 
 uint64_t

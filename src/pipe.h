@@ -57,6 +57,8 @@ struct pipe_cb {
 	int (*stanza)(void *arg, struct pipe *p, xmpp_stanza_t *stanza);
 	void (*confirmed)(void *arg, struct pipe *p, uint64_t token,
 	    enum pipe_confirm how);
+	/* The pipe began to close (it carries no more stanzas of ours). */
+	void (*closing)(void *arg, struct pipe *p, const char *reason);
 	/* The socket is closed; the owner must free the pipe outside this call. */
 	void (*dead)(void *arg, struct pipe *p, const char *reason);
 };
@@ -89,6 +91,11 @@ void pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *stanza,
  * closed or after close_wait. A pipe that never wrote a byte closes at once.
  */
 void pipe_close(struct pipe *p, const char *reason, const char *condition);
+/*
+ * The same for a pipe another one replaces: no unavailable presence, which
+ * a peer would apply to the pair, whose other pipe stays up.
+ */
+void pipe_retire(struct pipe *p, const char *reason);
 
 uint64_t pipe_id(const struct pipe *p);
 enum pipe_state pipe_state(const struct pipe *p);

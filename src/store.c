@@ -319,6 +319,12 @@ migrate(sqlite3 *db, const char *path, int version, char **cause)
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(db));
 		goto fail;
 	}
+	if (v > SCHEMA_VERSION) {
+		xasprintf(cause, "%s: schema version %d is newer than the %d "
+		    "this barev-gateway knows; run a newer barev-gateway",
+		    path, v, SCHEMA_VERSION);
+		goto fail;
+	}
 	for (; v < SCHEMA_VERSION; v++) {
 		if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) !=
 		    SQLITE_OK) {

@@ -138,13 +138,18 @@ int store_pending_each(struct store *st,
 
 /* message queue (store and forward) */
 /*
- * Queue m (its id and state are ignored; it starts STORE_MSG_QUEUED).
+ * Queue m (its id and state are ignored; it starts STORE_MSG_QUEUED; body
+ * and sender must not be NULL).
  * Returns the new id, or -1 if the message could not be stored (no such
  * user, or an error). Outside store_begin() the message is committed when
  * this returns and survives a crash of the process (see store.c).
  */
 int64_t store_msg_add(struct store *st, const struct store_msg *m);
-/* The messages queued for the Barev contact to of user_jid, in id order. */
+/*
+ * The STORE_TO_BAREV messages of user_jid for the contact to (nick ignoring
+ * case), in id order and in either state: fn skips the STORE_MSG_SENT ones
+ * it does not want to write again.
+ */
 int store_msg_each_for(struct store *st, const char *user_jid,
     const struct barev_jid *to,
     int (*fn)(void *arg, const struct store_msg *m), void *arg);

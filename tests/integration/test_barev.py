@@ -1,0 +1,988 @@
+"""The Barev engine on the wire.
+
+barev_driver runs the engine (src/barev.c, src/pipe.c) under a fake upper
+layer; raw peers in a private network namespace speak Barev to it byte by
+byte, the way the reference Pidgin plugin does (see
+shared/protocol/barev-reference-behaviour.md). The gateway's identity is
+alice@200:aaaa::1; its contacts are bob@201:bbbb::1 and carol@201:bbbb::3.
+
+Needs root (it creates its own network namespace) and tests/barev_driver:
+    make tests/barev_driver
+    TEST_BUILDDIR=$PWD /usr/bin/python3 tests/integration/test_barev.py
+TEST_ONLY=REGEX runs only the matching tests; TEST_TIMES=1 shows durations.
+"""
+
+import os
+import re
+import selectors
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import barevnet as bn  # noqa: E402
+from barevnet import header, STREAM_END  # noqa: E402
+
+ALICE = "alice@%s" % bn.GW
+BOB = "bob@%s" % bn.peer_addr(1)
+MALLORY_ADDR = bn.peer_addr(2)       # not anybody's contact address
+CAROL = "carol@%s" % bn.peer_addr(3)
+DAVE = "dave@%s" % bn.peer_addr(4)   # a stranger
+BOB2 = "bob2@%s" % bn.peer_addr(1)   # a second nick at bob's address
+
+CONTACTS = ((ALICE, BOB), (ALICE, CAROL), (ALICE, BOB2))
+
+
+def same_addr(a, b):
+    return (socket.inet_pton(socket.AF_INET6, a)
+            == socket.inet_pton(socket.AF_INET6, b))
+
+
+def gateway(scope, barev=None, limits=None, identities=(ALICE,),
+            contacts=CONTACTS, addr=bn.GW, name="gw"):
+    """A started driver listening on [addr]:port (d.port)."""
+    lport = bn.port()
+    d = scope.add(bn.Driver(name, ["[%s]:%d" % (addr, lport)], barev,
+                            limits))
+    d.port = lport
+    d.start()
+    d.setup(identities, contacts)
+    return d
+
+
+def dial_in(scope, d, peer, local=ALICE, presence=True):
+    """peer connects to the gateway and opens a stream as the plugin does;
+    returns the connection once the driver reported the pair up."""
+    start = d.mark()
+    c = scope.add(bn.connect(bn.addr_of(peer), bn.addr_of(local), d.port,
+                             label=peer))
+    c.send(header(peer, local))
+    c.wait_header()
+    d.wait_up(local, peer, start=start)
+    if presence:
+        c.send(b"<presence/>")
+    return c
+
+
+_seq = [0]
+
+
+def text(tag):
+    _seq[0] += 1
+    return "%s-%d" % (tag, _seq[0])
+
+
+def message(body, frm=None, to=None):
+    attrs = "".join(' %s="%s"' % (k, v) for k, v in (("from", frm),
+                                                     ("to", to)) if v)
+    return '<message type="chat"%s><body>%s</body></message>' % (attrs, body)
+
+
+def exchange(d, c, peer, local=ALICE):
+    """One message each way on the pair's open pipe c."""
+    out = text("to-peer")
+    d.send_ok(local, peer, message(out))
+    el = c.wait_for(lambda e: bn.is_message(e, out), 3,
+                    "the message the driver sent")
+    assert el.get("from") == local and el.get("to") == peer, \
+        "from/to of what the gateway sent: %s" % bn.show(el)
+    back = text("to-gateway")
+    start = d.mark()
+    c.send(message(back, peer, local))
+    st, _ = d.wait_stanza(local, peer, start=start, contains=back)
+    assert bn.name_of(st) == "message", "driver got %s" % bn.show(st)
+
+
+def exchange_ref(d, p, local=ALICE):
+    """One message each way between the driver and RefPeer p."""
+    out = text("to-peer")
+    d.send_ok(local, p.jid, message(out))
+    p.wait_stanza(local, lambda e: bn.is_message(e, out), 3,
+                  "the message the driver sent")
+    back = text("to-gateway")
+    start = d.mark()
+    p.send(local, message(back, p.jid, local))
+    d.wait_stanza(local, p.jid, start=start, contains=back)
+
+
+def exact_header(c, expected, what="the gateway's stream header"):
+    """The first bytes on c are exactly expected, and what follows (if
+    anything yet) is a stanza, never text or a second declaration."""
+    c.wait(lambda: len(c.raw) >= len(expected), 3, what)
+    got = bytes(c.raw[:len(expected)])
+    assert got == expected, "%s:\n got      %r\n expected %r" \
+        % (what, bytes(c.raw), expected)
+    rest = bytes(c.raw[len(expected):])
+    assert rest == b"" or (rest.startswith(b"<") and
+                           not rest.startswith(b"<?")), \
+        "after the header: %r" % rest
+
+
+def rejected(c, conditions, d, pair):
+    """c got a header, a stream error with one of conditions, the stream
+    end, and is kept open (the gateway waits for us to close first)."""
+    c.wait_header()
+    cond = c.wait_stream_error()
+    assert cond in conditions, "stream error %r, expected %s; received %s" \
+        % (cond, " or ".join(conditions), c.dump())
+    c.wait_stream_end()
+    # The plugin crashes if the other side closes right after writing to
+    # it: a half-close (EOF) is fine, a closed socket is not.
+    c.expect_kept_open(1.0)
+    assert not d.find_lines(r"^up %s %s$" % tuple(map(re.escape, pair))), \
+        "the pair came up:\n" + d.transcript()
+
+
+# --- opening streams ---------------------------------------------------------
+
+def handshake_initiator():
+    """want: the gateway dials from alice's address and speaks first, with
+    exactly the plugin's header bytes; up after the peer's answer."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        lst = s.add(bn.Listener(bn.addr_of(BOB)))
+        start = d.mark()
+        d.want(ALICE, BOB, lst.port)
+        c = s.add(lst.accept(5, "bob"))
+        assert same_addr(c.remote_addr, bn.GW), \
+            "the gateway dialled from %s, not alice's address %s" \
+            % (c.remote_addr, bn.GW)
+        exact_header(c, header(ALICE, BOB))
+        assert not d.find_lines(r"^up ", start), \
+            "up before the peer answered:\n" + d.transcript(start)
+        c.send(header(BOB, ALICE) + b"<presence/>")
+        d.wait_up(ALICE, BOB, start=start)
+        exchange(d, c, BOB)
+        assert d.count() == 1
+
+
+def handshake_responder():
+    """A peer dials in: the gateway says nothing until the peer's header,
+    then answers with exactly the plugin's header bytes; up."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="bob"))
+        c.expect_silence(0.5, "byte before the peer's header (the acceptor "
+                         "never speaks first)")
+        start = d.mark()
+        c.send(header(BOB, ALICE))
+        exact_header(c, header(ALICE, BOB))
+        d.wait_up(ALICE, BOB, start=start)
+        c.send(b"<presence/>")
+        exchange(d, c, BOB)
+
+
+def lenient_header():
+    """Tolerated in a peer's header: the spec's `?>}` typo, long-form
+    addresses, a differently cased `to` nick, no `to` at all."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="bob"))
+        start = d.mark()
+        c.send(b'<?xml version="1.0" encoding="UTF-8" ?>}\n'
+               b'<stream:stream xmlns="jabber:client" '
+               b'xmlns:stream="http://etherx.jabber.org/streams" '
+               b'from="bob@0201:bbbb:0000:0000:0000:0000:0000:0001" '
+               b'to="ALICE@0200:AAAA:0:0:0:0:0:1">')
+        exact_header(c, header(ALICE, BOB))
+        d.wait_up(ALICE, BOB, start=start)
+        exchange(d, c, BOB)
+
+        c2 = s.add(bn.connect(bn.addr_of(CAROL), bn.GW, d.port,
+                              label="carol"))
+        start = d.mark()
+        c2.send(b'<?xml version="1.0" encoding="UTF-8" ?>\n'
+                b'<stream:stream xmlns="jabber:client" '
+                b'xmlns:stream="http://etherx.jabber.org/streams" '
+                b'from="%s">' % CAROL.encode())
+        exact_header(c2, header(ALICE, CAROL))
+        d.wait_up(ALICE, CAROL, start=start)
+        exchange(d, c2, CAROL)
+
+
+# --- rejections --------------------------------------------------------------
+
+def spoofed_from():
+    """A `from` whose address is not the TCP source: header, invalid-from
+    (or improper-addressing), stream end; the gateway lets us close."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = s.add(bn.connect(MALLORY_ADDR, bn.GW, d.port, label="mallory"))
+        c.send(header(BOB, ALICE))
+        rejected(c, ("invalid-from", "improper-addressing"), d, (ALICE, BOB))
+        c.close()
+        d.wait_count(0, 3, "after the rejected peer closed")
+
+
+def unknown_peer():
+    """A stranger (not a contact): not-authorized; if it never closes, the
+    gateway closes after a bounded wait."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = s.add(bn.connect(bn.addr_of(DAVE), bn.GW, d.port, label="dave"))
+        c.send(header(DAVE, ALICE))
+        rejected(c, ("not-authorized",), d, (ALICE, DAVE))
+        waited = c.wait_closed(10) + 1.0
+        assert waited <= 10, "closed %.1fs after the stream end" % waited
+        d.wait_count(0, 3, "after the bounded wait")
+
+
+def unknown_local():
+    """A `to` that names no local identity: host-unknown."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="bob"))
+        c.send(header(BOB, "nobody@%s" % bn.GW))
+        rejected(c, ("host-unknown",), d, (ALICE, BOB))
+        c.close()
+        d.wait_count(0, 3, "after the rejected peer closed")
+
+
+def non_yggdrasil_source():
+    """A connection from outside 200::/7 is closed without a byte."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"handshake_timeout": 10.0})
+        c = s.add(bn.connect(bn.NON_YGG, bn.GW, d.port, label="fd00::5"))
+        waited = c.wait_eof(3)
+        assert len(c.raw) == 0, "received %s" % c.dump()
+        assert waited < 3
+        d.wait_count(0, 3)
+
+
+def limit_at_accept():
+    """pipes_per_address reached: the next connection from that address is
+    closed before anything is written; the others keep working."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"pipes_per_address": 2},
+                    barev={"handshake_timeout": 10.0})
+        c1 = dial_in(s, d, BOB)
+        c2 = dial_in(s, d, BOB2)
+        c3 = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="third"))
+        c3.wait_eof(3)
+        assert len(c3.raw) == 0, "the third connection received %s" \
+            % c3.dump()
+        exchange(d, c1, BOB)
+        exchange(d, c2, BOB2)
+
+
+def limit_total_pipes():
+    """limits.pipes: with that many pipes open, the next connection is
+    closed before anything is written; once one goes, another is taken."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"pipes": 3}, barev={"handshake_timeout": 20.0})
+        held = [s.add(bn.connect(bn.peer_addr(i), bn.GW, d.port,
+                                 label="held%d" % i)) for i in (5, 6, 7)]
+        d.wait_count(3, 3)
+        extra = s.add(bn.connect(bn.peer_addr(8), bn.GW, d.port,
+                                 label="extra"))
+        extra.wait_eof(3)
+        assert len(extra.raw) == 0, "received %s" % extra.dump()
+        held[0].close()
+        d.wait_count(2, 3)
+        again = s.add(bn.connect(bn.peer_addr(8), bn.GW, d.port,
+                                 label="again"))
+        d.wait_count(3, 3)
+        again.expect_silence(0.5, "a byte from the acceptor")
+
+
+def limit_inbound_per_minute():
+    """limits.inbound_per_minute: one address may open that many connections
+    a minute; the next is closed without a byte, other addresses are not
+    affected."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"inbound_per_minute": 3},
+                    barev={"handshake_timeout": 20.0})
+        for i in range(3):
+            c = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port,
+                                 label="try%d" % i))
+            d.wait_count(1, 3)
+            c.close()
+            d.wait_count(0, 3)
+        fourth = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port,
+                                  label="fourth"))
+        fourth.wait_eof(3)
+        assert len(fourth.raw) == 0, "received %s" % fourth.dump()
+        dial_in(s, d, CAROL)
+
+
+def accept_times(listener, n, timeout):
+    """Accepts n connections; returns (their monotonic arrival times, conns)."""
+    times, conns = [], []
+    deadline = time.monotonic() + timeout
+    while len(conns) < n:
+        conns.append(listener.accept(max(0.1, deadline - time.monotonic())))
+        times.append(time.monotonic())
+    return times, conns
+
+
+def dial_rate_limited():
+    """limits.dials_per_second: wanting many pairs at once does not storm
+    the network; connection attempts arrive at about the configured rate."""
+    rate, n = 2, 7
+    nicks = ["n%d@%s" % (i, bn.peer_addr(9)) for i in range(n)]
+    with bn.Scope() as s:
+        lst = s.add(bn.Listener(bn.peer_addr(9)))
+        d = gateway(s, limits={"dials_per_second": rate},
+                    contacts=[(ALICE, x) for x in nicks],
+                    barev={"handshake_timeout": 30.0})
+        t0 = time.monotonic()
+        for x in nicks:
+            d.want(ALICE, x, lst.port)
+        times, conns = accept_times(lst, n, 10)
+        for c in conns:
+            s.add(c)
+        spread = times[-1] - t0
+        # A burst of `rate` at once, then one every 1/rate seconds.
+        assert spread >= 0.8 * (n - rate) / rate, \
+            "%d dials within %.2fs at %d per second" % (n, spread, rate)
+        for i in range(len(times)):
+            in_window = [t for t in times if times[i] <= t < times[i] + 1.0]
+            assert len(in_window) <= rate + 1, \
+                "%d attempts within one second" % len(in_window)
+
+
+def dial_concurrency_limited():
+    """limits.dials_concurrent: no more connects in progress than allowed;
+    the others wait until one finishes (here: its handshake times out)."""
+    conc, n = 2, 5
+    nicks = ["c%d@%s" % (i, bn.peer_addr(10)) for i in range(n)]
+    with bn.Scope() as s:
+        lst = s.add(bn.Listener(bn.peer_addr(10)))
+        d = gateway(s, limits={"dials_concurrent": conc,
+                               "dials_per_second": 100},
+                    contacts=[(ALICE, x) for x in nicks],
+                    barev={"handshake_timeout": 1.5, "redial_min": 30.0,
+                           "redial_max": 60.0})
+        for x in nicks:
+            d.want(ALICE, x, lst.port)
+        first, conns = accept_times(lst, conc, 3)
+        for c in conns:
+            s.add(c)
+        # Accepted but never answered: the dials stay in progress.
+        lst.expect_no_connection(1.0)
+        later, conns = accept_times(lst, conc, 4)
+        for c in conns:
+            s.add(c)
+        assert later[0] - first[0] >= 1.2, \
+            "a third dial started %.2fs after the first two" \
+            % (later[0] - first[0])
+
+
+# --- one pipe per pair -------------------------------------------------------
+
+def second_inbound_replaces():
+    """A second inbound stream for the same pair replaces the first: the
+    first is ended, the second carries the stanzas."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c1 = dial_in(s, d, BOB)
+        c2 = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="bob#2"))
+        c2.send(header(BOB, ALICE))
+        exact_header(c2, header(ALICE, BOB))
+        c1.wait_stream_end(3)
+        c1.close()  # as the plugin does on a stream end
+        c2.send(b"<presence/>")
+        d.wait_count(1, 3, "after the first pipe was replaced")
+        deadline = time.monotonic() + 3
+        while not d.is_up(ALICE, BOB):
+            assert time.monotonic() < deadline, \
+                "the pair is not up:\n" + d.transcript()
+            time.sleep(0.05)
+        exchange(d, c2, BOB)
+        extra = c1.find(bn.is_message)
+        assert extra is None, "the replaced pipe got %s" % bn.show(extra)
+
+
+def converged(d, p, local=ALICE, settle=2.0, timeout=8.0):
+    """Exactly one pipe between d and RefPeer p, on both sides, up and
+    staying so for settle seconds."""
+    def one():
+        return (d.count() == 1 and d.is_up(local, p.jid)
+                and len(p.live_conns()) == 1
+                and len(p.open_conversations()) == 1)
+    deadline = time.monotonic() + timeout
+    while not one():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                "no single pipe after %.0fs: driver count %d, up %s; peer "
+                "live %d, open %d\npeer events: %s\ndriver:\n%s"
+                % (timeout, d.count(), d.is_up(local, p.jid),
+                   len(p.live_conns()), len(p.open_conversations()),
+                   p.describe(), d.transcript()))
+        time.sleep(0.1)
+    conv = p.open_conversations()[local]
+    time.sleep(settle)
+    assert one(), "the single pipe did not last: count %d, peer live %d; " \
+        "peer events: %s" % (d.count(), len(p.live_conns()), p.describe())
+    assert p.open_conversations().get(local) is conv, \
+        "the surviving pipe changed: " + p.describe()
+    return conv
+
+
+def race_crossing_dial():
+    """The peer dials us the moment our dial reaches it (a crossing race):
+    converge to one pipe (the plugin keeps its newest inbound)."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        p = s.add(bn.RefPeer(BOB, [ALICE]))
+        p.listen()
+        fired = []
+
+        def cross(_src):
+            if not fired:
+                fired.append(1)
+                p._dial(ALICE, bn.GW, d.port)
+        p.on_accept = cross
+        d.want(ALICE, BOB, p.port)
+        converged(d, p)
+        assert fired, "the peer never crossed: " + p.describe()
+        exchange_ref(d, p)
+
+
+def race_both_dial():
+    """The peer and the gateway dial each other at the same moment."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        p = s.add(bn.RefPeer(BOB, [ALICE]))
+        p.listen()
+        p.dial(ALICE, bn.GW, d.port)
+        d.want(ALICE, BOB, p.port)
+        converged(d, p)
+        exchange_ref(d, p)
+
+
+def race_two_gateways():
+    """Two gateways want each other at the same moment, twice: one pipe,
+    both up, stanzas both ways."""
+    b = "bob@%s" % bn.GW2
+    with bn.Scope() as s:
+        d1 = gateway(s, identities=(ALICE,), contacts=((ALICE, b),),
+                     name="gw1")
+        d2 = gateway(s, identities=(b,), contacts=((b, ALICE),),
+                     addr=bn.GW2, name="gw2")
+        for rnd in range(2):
+            m1, m2 = d1.mark(), d2.mark()
+            d1.cmd("want %s %s %d" % (ALICE, b, d2.port))
+            d2.cmd("want %s %s %d" % (b, ALICE, d1.port))
+            deadline = time.monotonic() + 10
+            while True:
+                n1, n2 = d1.count(), d2.count()
+                if (n1 == 1 and n2 == 1 and d1.is_up(ALICE, b)
+                        and d2.is_up(b, ALICE)):
+                    break
+                assert time.monotonic() < deadline, \
+                    "round %d: pipes %d/%d, up %s/%s\ngw1:\n%s\ngw2:\n%s" \
+                    % (rnd, n1, n2, d1.is_up(ALICE, b), d2.is_up(b, ALICE),
+                       d1.transcript(m1), d2.transcript(m2))
+                time.sleep(0.1)
+            time.sleep(2.0)
+            assert (d1.count(), d2.count()) == (1, 1) and \
+                d1.is_up(ALICE, b) and d2.is_up(b, ALICE), \
+                "round %d: did not last\ngw1:\n%s\ngw2:\n%s" \
+                % (rnd, d1.transcript(m1), d2.transcript(m2))
+            t1, t2 = text("gw1-to-gw2"), text("gw2-to-gw1")
+            s2, s1 = d2.mark(), d1.mark()
+            d1.send_ok(ALICE, b, message(t1))
+            d2.wait_stanza(b, ALICE, start=s2, contains=t1)
+            d2.send_ok(b, ALICE, message(t2))
+            d1.wait_stanza(ALICE, b, start=s1, contains=t2)
+            if rnd == 0:
+                d1.unwant(ALICE, b)
+                d2.unwant(b, ALICE)
+                d1.wait_count(0, 8, "after unwant")
+                d2.wait_count(0, 8, "after unwant")
+
+
+# --- iq ----------------------------------------------------------------------
+
+def pings_answered():
+    """Pings in urn:xmpp:ping and urn:yggb:ping: result with the same id,
+    not passed up."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = dial_in(s, d, BOB)
+        start = d.mark()
+        for ns, pid in ((bn.NS_PING, "ping-1700000000-1"),
+                        (bn.NS_YGGB_PING, "yggb-7")):
+            c.send('<iq type="get" id="%s" from="%s" to="%s">'
+                   '<ping xmlns="%s"/></iq>' % (pid, BOB, ALICE, ns))
+            r = c.wait_for(lambda e: bn.name_of(e) == "iq"
+                           and e.get("id") == pid, 3,
+                           "the answer to the %s ping" % ns)
+            assert r.get("type") == "result", "answer: %s" % bn.show(r)
+            for attr, want in (("from", ALICE), ("to", BOB)):
+                assert r.get(attr) in (None, want), \
+                    "answer's %s: %s" % (attr, bn.show(r))
+        exchange(d, c, BOB)
+        leaked = d.find_lines(r"^stanza .*ping", start)
+        assert not leaked, "pings passed up: %s" % leaked
+
+
+def unknown_iq():
+    """An iq get nobody understands: passed up, then service-unavailable."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = dial_in(s, d, BOB)
+        start = d.mark()
+        c.send('<iq type="get" id="q1" from="%s" to="%s">'
+               '<query xmlns="urn:example:unknown"/></iq>' % (BOB, ALICE))
+        r = c.wait_for(lambda e: bn.name_of(e) == "iq"
+                       and e.get("id") == "q1", 3, "an answer to the iq")
+        assert r.get("type") == "error", "answer: %s" % bn.show(r)
+        err = bn.stanza_error_condition(r)
+        assert err is not None and err[1] == "service-unavailable", \
+            "answer: %s" % bn.show(r)
+        d.wait_stanza(ALICE, BOB, start=start, contains="urn:example:unknown")
+
+
+def confirmed_sends():
+    """barev_send_confirmed: the stanza, then a ping; an answer confirms it,
+    silence past ping_timeout (1 s) only assumes it, a dead pipe loses it;
+    a pair that is not up refuses at once."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"ping_timeout": 1.0})
+        c = dial_in(s, d, BOB)
+        start = d.mark()
+        body = text("confirm-me")
+        r = d.send(ALICE, BOB, message(body), token=1)
+        assert r == "sent", "sendc 1 answered %r" % r
+        c.wait_for(lambda e: bn.is_message(e, body), 3, "the message")
+        ping = c.wait_for(bn.ping_ns, 3, "the ping after the message")
+        c.send(bn.pong(ping, BOB, ALICE))
+        d.wait_line(r"^confirmed 1 confirmed$", 3, start)
+
+        body = text("assume-me")
+        t0 = time.monotonic()
+        r = d.send(ALICE, BOB, message(body), token=2)
+        assert r == "sent", "sendc 2 answered %r" % r
+        c.wait_for(bn.ping_ns, 3, "the ping after the message")
+        f = d.wait_line(r"^confirmed 2 (\S+)$", 5, start)
+        assert f.group(1) == "assumed", "token 2: %s" % f.group(1)
+        assert f.time - t0 >= 0.7, "assumed after %.2fs, before " \
+            "ping_timeout" % (f.time - t0)
+
+        body = text("lose-me")
+        r = d.send(ALICE, BOB, message(body), token=3)
+        assert r == "sent", "sendc 3 answered %r" % r
+        c.wait_for(bn.ping_ns, 3, "the ping after the message")
+        c.close()
+        f = d.wait_line(r"^confirmed 3 (\S+)$", 5, start)
+        assert f.group(1) == "lost", "token 3: %s" % f.group(1)
+
+        r = d.send(ALICE, CAROL, message("nobody"), token=4)
+        assert r == "error not-up", "sendc 4 answered %r" % r
+        time.sleep(0.5)
+        for tok in ("1", "2", "3", "4"):
+            n = len(d.find_lines(r"^confirmed %s " % tok, start))
+            assert n == (0 if tok == "4" else 1), \
+                "token %s reported %d times:\n%s" \
+                % (tok, n, d.transcript(start))
+
+
+# --- keepalive and redial ----------------------------------------------------
+
+def dead_peer():
+    """A peer that stops answering pings is declared dead (ping_interval 1,
+    ping_timeout 1, ping_failures 2); a peer that answers stays up."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"ping_interval": 1.0, "ping_timeout": 1.0,
+                              "ping_failures": 2})
+        carol = s.add(bn.RefPeer(CAROL, [ALICE]))
+        start = d.mark()
+        carol.dial(ALICE, bn.GW, d.port)
+        d.wait_up(ALICE, CAROL, start=start)
+        bob = dial_in(s, d, BOB)
+        t_open = time.monotonic()
+        down = d.wait_down(ALICE, BOB, 15, start)
+        took = down.time - t_open
+        # Silent from the start: the first ping after 1 s of silence, two
+        # misses of 1 s each; 2 s of slack for a busy machine.
+        limit = 1 + 2 * (1 + 1) + 2
+        assert 1.5 <= took <= limit, \
+            "down %.1fs after the pipe opened, expected 1.5 to %.0f s" \
+            % (took, limit)
+        bob.wait(lambda: bob.stream_end or bob.eof, 8,
+                 "the stream end or close after the peer was declared dead")
+        pings = [e for e in bob.items if bn.ping_ns(e)]
+        assert pings, "no ping reached the silent peer; it received %s" \
+            % bob.dump()
+        assert not d.find_lines(r"^down %s %s" % (re.escape(ALICE),
+                                                   re.escape(CAROL))), \
+            "the healthy peer went down:\n" + d.transcript(start)
+        assert any(w == "ping-answered" for _t, w, _d in carol.events), \
+            "carol was never pinged: " + carol.describe()
+        exchange_ref(d, carol)
+
+
+def redial_backoff():
+    """After a wanted pipe is lost, the gateway redials with growing delays
+    (redial_min 0.5 s, capped at redial_max 2 s, never a tight loop) while
+    the peer refuses, and comes up again when the peer is back."""
+    rmin, rmax = 0.5, 2.0
+    with bn.Scope() as s:
+        d = gateway(s, barev={"redial_min": rmin, "redial_max": rmax})
+        p = s.add(bn.RefPeer(BOB, [ALICE]))
+        p.listen()
+        start = d.mark()
+        d.want(ALICE, BOB, p.port)
+        d.wait_up(ALICE, BOB, start=start)
+        # The peer vanishes: its pipe dies, its listener refuses.
+        p.mode = "refuse"
+        n0 = len(p.accept_times)
+        p.call(lambda: [p._drop(c, "peer vanished") for c in p.conns
+                        if not c.closed])
+        down = d.wait_down(ALICE, BOB, 5, start)
+        p.wait(lambda: len(p.accept_times) >= n0 + 4, 20,
+               "4 redial attempts")
+        times = [down.time] + p.accept_times[n0:n0 + 4]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        shown = ", ".join("%.2f" % g for g in gaps)
+        assert min(gaps) >= 0.4 * rmin, "redialled after %.2fs (gaps %s)" \
+            % (min(gaps), shown)
+        assert gaps[-1] >= 2 * gaps[0], "delays do not grow: %s" % shown
+        assert max(gaps) <= 1.5 * rmax + 1.0, \
+            "a delay beyond redial_max: %s" % shown
+        # The peer is back.
+        start = d.mark()
+        p.mode = "normal"
+        d.wait_up(ALICE, BOB, 1.5 * rmax + 2.0, start)
+        exchange_ref(d, p)
+
+
+# --- bad peers: only their pipe closes ---------------------------------------
+
+def bad_peer_case(limits, bad_bytes, conditions, what):
+    """bob (after a good handshake) sends bad_bytes: the stream error,
+    the stream end, down, the socket closed; carol keeps working."""
+    with bn.Scope() as s:
+        d = gateway(s, limits=limits)
+        carol = dial_in(s, d, CAROL)
+        bob = dial_in(s, d, BOB)
+        start = d.mark()
+        bob.send(bad_bytes)
+        cond = bob.wait_stream_error(5)
+        assert cond in conditions, "%s: stream error %r, expected %s" \
+            % (what, cond, " or ".join(conditions))
+        bob.wait_stream_end(3)
+        # The stream is over: the pair has no open pipe any more.
+        r = d.send(ALICE, BOB, message(text("after-the-end")))
+        assert r == "error not-up", \
+            "send on the pair after its stream ended answered %r" % r
+        d.wait_down(ALICE, BOB, 1, start)
+        bob.wait_eof(8)
+        assert bytes(bob.raw).endswith(STREAM_END), \
+            "bytes after the stream end: %s" % bob.dump()
+        bob.close()
+        d.wait_count(1, 3, "after the bad pipe closed")
+        exchange(d, carol, CAROL)
+        assert not d.find_lines(r"^down %s %s" % (re.escape(ALICE),
+                                                   re.escape(CAROL))), \
+            "the healthy pipe went down:\n" + d.transcript(start)
+
+
+def oversized_stanza():
+    """A stanza larger than limits.stanza_bytes: policy-violation."""
+    bad_peer_case({"stanza_bytes": 4096},
+                  message("x" * 10000, BOB, ALICE).encode(),
+                  ("policy-violation",), "oversized stanza")
+
+
+def deep_nesting():
+    """Elements nested deeper than limits.depth: policy-violation."""
+    bad_peer_case({"depth": 8},
+                  ("<message>" + "<x>" * 20 + "</x>" * 20
+                   + "</message>").encode(),
+                  ("policy-violation",), "deep nesting")
+
+
+def malformed_xml():
+    """Mismatched tags: not-well-formed."""
+    bad_peer_case(None, b'<message type="chat"><body>x</bod></message>',
+                  ("not-well-formed",), "malformed XML")
+
+
+def slow_reader():
+    """A peer that never reads while the gateway sends it a lot: its pipe
+    is closed when limits.output_bytes are queued; carol keeps working."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"output_bytes": 4096})
+        carol = dial_in(s, d, CAROL)
+        start = d.mark()
+        bob = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="bob",
+                               rcvbuf=4096))
+        bob.send(header(BOB, ALICE) + b"<presence/>")
+        bob.wait_header()
+        d.wait_up(ALICE, BOB, start=start)
+        big = message("y" * 32768)
+        sent = 0
+        for _ in range(600):
+            if d.send(ALICE, BOB, big) != "sent":
+                break
+            sent += 1
+            if d.find_lines(r"^down %s %s" % (re.escape(ALICE),
+                                              re.escape(BOB)), start):
+                break
+        down = d.wait_down(ALICE, BOB, 5, start)
+        assert sent >= 1, "no stanza could be sent at all"
+        exchange(d, carol, CAROL)
+        # bob reads at last: what was queued, then the close.
+        bob.wait_eof(15)
+        assert not d.find_lines(r"^down %s %s" % (re.escape(ALICE),
+                                                   re.escape(CAROL))), \
+            "the healthy pipe went down:\n" + d.transcript(start)
+        assert down.group(1), "down without a reason"
+
+
+def stalled_handshake():
+    """A connection that never sends a header is closed after
+    handshake_timeout (1 s); carol keeps working."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"handshake_timeout": 1.0})
+        carol = dial_in(s, d, CAROL)
+        bob = s.add(bn.connect(bn.addr_of(BOB), bn.GW, d.port, label="bob"))
+        t0 = time.monotonic()
+        bob.wait_eof(6)
+        took = bob.eof_at - t0
+        assert took >= 0.7, "closed after %.2fs, before handshake_timeout" \
+            % took
+        if bob.raw:
+            # If anything at all, then a header and a stream error.
+            assert bob.header_attrs is not None, \
+                "bytes before the peer's header: %s" % bob.dump()
+            errs = [e for e in bob.items if bn.is_stream_error(e)]
+            assert errs, "bytes but no stream error: %s" % bob.dump()
+        d.wait_count(1, 3)
+        exchange(d, carol, CAROL)
+
+
+def stalled_answer():
+    """We dial, the peer takes our header but never answers: the attempt
+    is abandoned after handshake_timeout (1 s) and redialled; up once the
+    peer answers."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"handshake_timeout": 1.0, "redial_min": 0.5})
+        lst = s.add(bn.Listener(bn.addr_of(BOB)))
+        start = d.mark()
+        d.want(ALICE, BOB, lst.port)
+        c1 = s.add(lst.accept(5, "bob#1"))
+        c1.wait_header()
+        t0 = time.monotonic()
+        c1.wait(lambda: c1.eof or c1.stream_end, 6,
+                "the gateway to give up the silent pipe")
+        took = time.monotonic() - t0
+        assert took >= 0.7, "gave up after %.2fs, before handshake_timeout" \
+            % took
+        assert not d.find_lines(r"^up ", start), \
+            "up without the peer's header:\n" + d.transcript(start)
+        c1.close()
+        c2 = s.add(lst.accept(8, "bob#2"))
+        exact_header(c2, header(ALICE, BOB))
+        c2.send(header(BOB, ALICE) + b"<presence/>")
+        d.wait_up(ALICE, BOB, 3, start)
+        exchange(d, c2, BOB)
+
+
+# --- closing -----------------------------------------------------------------
+
+def unwant_closes_gracefully():
+    """unwant: unavailable presence, stream end, EOF; the gateway closes as
+    soon as the peer has (not after the full bounded wait)."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        lst = s.add(bn.Listener(bn.addr_of(BOB)))
+        start = d.mark()
+        d.want(ALICE, BOB, lst.port)
+        c = s.add(lst.accept(5, "bob"))
+        c.wait_header()
+        c.send(header(BOB, ALICE) + b"<presence/>")
+        d.wait_up(ALICE, BOB, start=start)
+        d.unwant(ALICE, BOB)
+        c.wait_for(lambda e: bn.name_of(e) == "presence"
+                   and e.get("type") == "unavailable", 3,
+                   "unavailable presence")
+        c.wait_stream_end(3)
+        unavailable_first = bytes(c.raw).find(b"unavailable") < \
+            bytes(c.raw).find(STREAM_END)
+        assert unavailable_first, "order: %s" % c.dump()
+        c.wait_eof(3)
+        d.wait_down(ALICE, BOB, 3, start)
+        c.close()
+        d.wait_count(0, 2, "right after the peer closed")
+
+
+def shutdown_gracefully():
+    """shutdown with two open pipes: each gets unavailable and the stream
+    end; once the peers closed, `stopped` and exit status 0."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        conns = [dial_in(s, d, BOB), dial_in(s, d, CAROL)]
+        start = d.mark()
+        d.cmd("shutdown")
+        for c in conns:
+            c.wait_for(lambda e: bn.name_of(e) == "presence"
+                       and e.get("type") == "unavailable", 3,
+                       "unavailable presence")
+            c.wait_stream_end(3)
+            c.close()
+        t0 = time.monotonic()
+        d.wait_line(r"^stopped$", 10, start, "stopped")
+        took = time.monotonic() - t0
+        assert took < 3, "stopped %.1fs after the peers closed" % took
+        rc = d.proc.wait(5)
+        assert rc == 0, "exit status %d" % rc
+
+
+def shutdown_bounded():
+    """shutdown while a peer never closes: `stopped` after a bounded wait
+    all the same."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        c = dial_in(s, d, BOB)
+        start = d.mark()
+        t0 = time.monotonic()
+        d.cmd("shutdown")
+        c.wait_stream_end(3)
+        d.wait_line(r"^stopped$", 10, start, "stopped")
+        took = time.monotonic() - t0
+        assert took <= 8, "stopped only after %.1fs" % took
+        rc = d.proc.wait(5)
+        assert rc == 0, "exit status %d" % rc
+
+
+# --- many pipes --------------------------------------------------------------
+
+def thousand_pipes():
+    """1,000 pipes at once (50 addresses x 20 nicks; half dial in, half are
+    dialled): all come up; then stanzas on a few of them."""
+    addrs = [bn.mass_addr(i) for i in range(1, 51)]
+    peers = ["u%d@%s" % (n, a) for a in addrs for n in range(20)]
+    inbound = [p for p in peers if int(p[1:p.index("@")]) < 10]
+    outbound = [p for p in peers if int(p[1:p.index("@")]) >= 10]
+    with bn.Scope() as s:
+        d = gateway(s, contacts=[(ALICE, p) for p in peers],
+                    limits={"pipes_per_address": 64, "pipes": 20000,
+                            "inbound_per_minute": 100000,
+                            "dials_concurrent": 256,
+                            "dials_per_second": 2000},
+                    barev={"handshake_timeout": 30.0,
+                           "connect_timeout": 30.0})
+        lport = bn.port()
+        sel = selectors.DefaultSelector()
+        listeners = []
+        for a in addrs:
+            lst = s.add(bn.Listener(a, lport, backlog=1024))
+            listeners.append(lst)
+            sel.register(lst.sock, selectors.EVENT_READ, ("listen", lst))
+        conns = {}
+        start = d.mark()
+        for p in outbound:
+            d.want(ALICE, p, lport)
+        for p in inbound:
+            sk = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sk.setblocking(False)
+            sk.bind((bn.addr_of(p), 0))
+            sk.connect_ex((bn.GW, d.port))
+            sel.register(sk, selectors.EVENT_WRITE, ("connecting", p))
+        deadline = time.monotonic() + 60
+        opened = set()
+        while len(opened) < len(peers):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "%d of %d streams open after 60 s; driver count %d"
+                    % (len(opened), len(peers), d.count()))
+            for key, _ in sel.select(0.5):
+                kind, obj = key.data
+                if kind == "listen":
+                    try:
+                        sk, _ = obj.sock.accept()
+                    except BlockingIOError:
+                        continue
+                    c = s.add(bn.Conn(sk, "accepted"))
+                    c.jid = None
+                    sel.register(sk, selectors.EVENT_READ, ("conn", c))
+                elif kind == "connecting":
+                    sk = key.fileobj
+                    sel.unregister(sk)
+                    err = sk.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    assert err == 0, "%s: connect: %s" % (obj,
+                                                          os.strerror(err))
+                    c = s.add(bn.Conn(sk, obj))
+                    c.jid = obj
+                    conns[obj] = c
+                    c.send(header(obj, ALICE))
+                    sel.register(sk, selectors.EVENT_READ, ("conn", c))
+                else:
+                    c = obj
+                    c.pump()
+                    assert not c.eof, "%s: closed: %s" % (c.label, c.dump())
+                    if c.header_attrs is not None and c.jid is None:
+                        c.jid = c.header_attrs.get("to")
+                        assert c.jid in outbound, "dialled as %r" % c.jid
+                        conns[c.jid] = c
+                        c.send(header(c.jid, ALICE) + b"<presence/>")
+                        opened.add(c.jid)
+                    elif c.header_attrs is not None:
+                        opened.add(c.jid)
+        ups = set()
+        deadline = time.monotonic() + 30
+        while len(ups) < len(peers):
+            ups = set(ln.split()[2] for _t, ln in d.find_lines(r"^up ", start))
+            assert time.monotonic() < deadline, \
+                "%d of %d pairs up" % (len(ups), len(peers))
+            time.sleep(0.2)
+        assert d.count() == len(peers), "%d pipes for %d pairs" \
+            % (d.count(), len(peers))
+        sel.close()
+        for p in inbound[::199] + outbound[::199]:
+            exchange(d, conns[p], p)
+
+
+TESTS = [
+    ("handshake as initiator: exact header, from alice's address",
+     handshake_initiator),
+    ("handshake as responder: silent until the peer's header",
+     handshake_responder),
+    ("lenient header: `}` typo, long-form addresses, no `to`",
+     lenient_header),
+    ("spoofed from: invalid-from, the peer closes first", spoofed_from),
+    ("unknown peer: not-authorized, bounded wait", unknown_peer),
+    ("unknown local identity: host-unknown", unknown_local),
+    ("non-Yggdrasil source: closed without a byte", non_yggdrasil_source),
+    ("pipes_per_address at accept: closed without a byte", limit_at_accept),
+    ("limits.pipes: the next connection closed without a byte",
+     limit_total_pipes),
+    ("limits.inbound_per_minute: per address, without a byte",
+     limit_inbound_per_minute),
+    ("limits.dials_per_second: no storm when many pairs are wanted",
+     dial_rate_limited),
+    ("limits.dials_concurrent: connects in progress are bounded",
+     dial_concurrency_limited),
+    ("second inbound pipe replaces the first", second_inbound_replaces),
+    ("race with a plugin-like peer (crossing dial)", race_crossing_dial),
+    ("race with a plugin-like peer (both dial at once)", race_both_dial),
+    ("race between two gateways", race_two_gateways, 90),
+    ("pings answered in both namespaces", pings_answered),
+    ("unknown iq get: service-unavailable", unknown_iq),
+    ("confirmed sends: confirmed, assumed, lost, not up",
+     confirmed_sends),
+    ("a peer that stops answering pings is dead", dead_peer),
+    ("redial with growing delays, up when the peer is back",
+     redial_backoff, 90),
+    ("oversized stanza: policy-violation, only that pipe", oversized_stanza),
+    ("deep nesting: policy-violation, only that pipe", deep_nesting),
+    ("malformed XML: not-well-formed, only that pipe", malformed_xml),
+    ("slow reader: only that pipe is closed", slow_reader),
+    ("stalled handshake: closed after handshake_timeout",
+     stalled_handshake),
+    ("stalled answer to our dial: abandoned, redialled",
+     stalled_answer),
+    ("unwant: unavailable, stream end, prompt close",
+     unwant_closes_gracefully),
+    ("shutdown: graceful, stopped, exit 0", shutdown_gracefully),
+    ("shutdown with a peer that never closes: bounded",
+     shutdown_bounded),
+    ("1,000 pipes at once", thousand_pipes, 120),
+]
+
+if __name__ == "__main__":
+    bn.main(TESTS)
