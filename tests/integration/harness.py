@@ -340,19 +340,22 @@ def run_cmd(argv, timeout=30, **kw):
 class Prosody:
     name = "prosody"
 
-    def __init__(self, tmpdir, component_domain=COMPONENT, secret=SECRET):
+    def __init__(self, tmpdir, component_domain=COMPONENT, secret=SECRET,
+                 host="127.0.0.1"):
+        """host: the address every listener uses ("::1" inside a network
+        namespace, where libstrophe cannot resolve 127.0.0.1)."""
         require_root()
         self.prosody = require_program("prosody")
         self.prosodyctl = require_program("prosodyctl")
         self.dir = os.path.join(tmpdir, "prosody")
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
         os.makedirs(os.path.join(self.dir, "certs"), exist_ok=True)
-        self.host = "127.0.0.1"
+        self.host = host
         self.domain = "localhost"
         self.component_domain = component_domain
         self.secret = secret
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        self.c2s_port = free_port(host)
+        self.component_port = free_port(host)
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         self.log_path = os.path.join(self.dir, "prosody.log")
         self.console_path = os.path.join(self.dir, "console.log")
@@ -370,12 +373,12 @@ pidfile = "{d}/prosody.pid"
 data_path = "{d}/data"
 certificates = "{d}/certs"
 log = {{ debug = "{d}/prosody.log" }}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
+interfaces = {{ "{host}" }}
+local_interfaces = {{ "{host}" }}
 c2s_ports = {{ {c2s} }}
-c2s_interfaces = {{ "127.0.0.1" }}
+c2s_interfaces = {{ "{host}" }}
 component_ports = {{ {comp} }}
-component_interfaces = {{ "127.0.0.1" }}
+component_interfaces = {{ "{host}" }}
 s2s_ports = {{ }}
 modules_enabled = {{
   "roster"; "saslauth"; "disco"; "ping"; "version"; "posix";
@@ -392,7 +395,8 @@ VirtualHost "localhost"
 Component "{comp_domain}"
   component_secret = "{secret}"
 """.format(d=d, c2s=self.c2s_port, comp=self.component_port,
-           comp_domain=self.component_domain, secret=self.secret)
+           comp_domain=self.component_domain, secret=self.secret,
+           host=self.host)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -445,7 +449,10 @@ class Ejabberd:
     name = "ejabberd"
     user = "ejabberd"  # ejabberdctl as root always switches to this user
 
-    def __init__(self, tmpdir, component_domain=COMPONENT, secret=SECRET):
+    def __init__(self, tmpdir, component_domain=COMPONENT, secret=SECRET,
+                 host="127.0.0.1"):
+        """host: the address the c2s and component listeners use (see
+        Prosody); Erlang distribution stays on 127.0.0.1."""
         require_root()
         self.ctl = require_program("ejabberdctl")
         try:
@@ -458,12 +465,12 @@ class Ejabberd:
         self.spool_dir = os.path.join(self.dir, "spool")
         for d in (self.dir, self.conf_dir, self.logs_dir, self.spool_dir):
             os.makedirs(d, exist_ok=True)
-        self.host = "127.0.0.1"
+        self.host = host
         self.domain = "localhost"
         self.component_domain = component_domain
         self.secret = secret
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        self.c2s_port = free_port(host)
+        self.component_port = free_port(host)
         self.dist_port = free_port()
         self.node = "bgtest%d@localhost" % self.dist_port
         self.cookie = os.urandom(12).hex()
@@ -502,13 +509,13 @@ hosts:
 listen:
   -
     port: {c2s}
-    ip: "127.0.0.1"
+    ip: "{host}"
     module: ejabberd_c2s
     starttls: false
     starttls_required: false
   -
     port: {comp}
-    ip: "127.0.0.1"
+    ip: "{host}"
     module: ejabberd_service
     hosts:
       "{comp_domain}":
@@ -531,7 +538,8 @@ modules:
   mod_roster: {{}}
   mod_version: {{}}
 """.format(c2s=self.c2s_port, comp=self.component_port,
-           comp_domain=self.component_domain, secret=self.secret)
+           comp_domain=self.component_domain, secret=self.secret,
+           host=self.host)
 
     def _ctl_argv(self, *args):
         return [self.ctl, "--config-dir", self.conf_dir, "--config", self.config,
@@ -920,9 +928,16 @@ def _run(coro, timeout):
 class Client:
     """A user logged in to a test server, driven synchronously."""
 
-    def __init__(self, jid, password, server, timeout=10.0, resource="test"):
+    def __init__(self, jid, password, server, timeout=10.0, resource="test",
+                 auto_authorize=True, auto_subscribe=True, all_messages=False):
+        """auto_authorize / auto_subscribe: slixmpp's answers to subscription
+        requests (None / False: the test answers them itself).
+        all_messages: keep every <message/> in received (body-less chat
+        states, receipts, errors), not only those with a body."""
         self.jid = jid
         self.server = server
+        self._auto = (auto_authorize, auto_subscribe)
+        self._all_messages = all_messages
         self.received = []
         self.cond = threading.Condition()
         self.xmpp = None
@@ -962,8 +977,17 @@ class Client:
         c.add_event_handler("disconnected", lambda e: finish(
             AssertionError("%s: disconnected before session start: %s"
                            % (full_jid, e))))
-        for ev in ("message", "presence"):
-            c.add_event_handler(ev, self._on_stanza)
+        c.auto_authorize, c.auto_subscribe = self._auto
+        if self._all_messages:
+            from slixmpp.xmlstream.handler import Callback
+            from slixmpp.xmlstream.matcher import MatchXPath
+            c.register_handler(Callback(
+                "every message", MatchXPath("{%s}message" % c.default_ns),
+                self._on_stanza))
+            c.add_event_handler("presence", self._on_stanza)
+        else:
+            for ev in ("message", "presence"):
+                c.add_event_handler(ev, self._on_stanza)
         self.xmpp = c
         c.connect((self.server.host, self.server.c2s_port),
                   force_starttls=False, disable_starttls=True)
