@@ -15,7 +15,7 @@
 /* Without a way to turn reparse deferral off, expat holds back the end of
  * a stanza that arrived in small pieces (configure looks for it). */
 #if !defined(HAVE_XML_SETREPARSEDEFERRALENABLED) && \
-    (XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6))
+    (XML_MAJOR_VERSION * 100 + XML_MINOR_VERSION >= 206)
 #error "expat >= 2.6 needs XML_SetReparseDeferralEnabled; rerun configure"
 #endif
 
@@ -86,7 +86,7 @@ struct xstream {
 	size_t hdr_bytes; /* header bytes before the current parser */
 
 	XML_Parser parser;
-	int in_parse; /* inside XML_Parse(), so XML_StopParser() may be called */
+	int in_parse; /* inside XML_Parse(): XML_StopParser() allowed */
 	enum kind kind;
 	xs_off fed;          /* bytes given to the parser */
 	xs_off mark;         /* where the unfinished top-level item begins */
@@ -372,6 +372,17 @@ element_end(struct xstream *xs)
 	xmpp_stanza_release(top);
 }
 
+/* Entries in expat's NULL-terminated name/value array. */
+static size_t
+attrs_len(const char **attrs)
+{
+	size_t n = 0;
+
+	while (attrs[n] != NULL)
+		n += 2;
+	return n;
+}
+
 static void
 open_stream(struct xstream *xs, const char **attrs)
 {
@@ -382,9 +393,7 @@ open_stream(struct xstream *xs, const char **attrs)
 	xs->kind = K_STREAM;
 	xs->base = 2;
 	xs->mark = event_end(xs);
-	for (i = 0; attrs[i] != NULL; i += 2)
-		continue;
-	out = xcalloc(i + 1, sizeof(*out));
+	out = xcalloc(attrs_len(attrs) + 1, sizeof(*out));
 	for (i = 0; attrs[i] != NULL; i += 2) {
 		if ((out[n] = attr_name(attrs[i])) == NULL)
 			continue;
@@ -435,6 +444,11 @@ on_end(void *ud, const XML_Char *name)
 
 	if (!live(xs))
 		return;
+	/* Before the first element, only our wrapper is open: "</w>". */
+	if (xs->depth == 0) {
+		fail(xs, XSTREAM_ERR_NOT_WELL_FORMED, "mismatched tag");
+		return;
+	}
 	if (xs->depth-- >= xs->base) {
 		element_end(xs);
 		return;

@@ -1,4 +1,4 @@
-/* Streaming XMPP stream parser: bytes in, stream open/stanza/close events out (pure). */
+/* Streaming XMPP parser: bytes in, stream open/stanza/close events out. */
 #ifndef BG_XSTREAM_H
 #define BG_XSTREAM_H
 
@@ -12,21 +12,31 @@
  * is inclusive (a stanza of exactly max_stanza_bytes is accepted).
  */
 struct xstream_limits {
-	/* Bytes of one top-level stanza, from its '<' to the '>' of its end tag. */
+	/* One top-level stanza, from its '<' to the '>' of its end tag. */
 	size_t max_stanza_bytes;
-	/* Element depth, counting the stream root (or a pre-header error) as 1. */
+	/* Element depth; the stream root (or a pre-header error) is 1. */
 	unsigned max_depth;
-	/* Bytes up to and including the '>' of the stream root's start tag:
-	 * declarations, junk, comments, pre-header errors and the tag itself. */
+	/* Bytes up to the '>' of the stream root's start tag: declarations,
+	 * junk, comments, pre-header errors and the tag itself. */
 	size_t max_header_bytes;
 };
 
 enum xstream_error {
-	XSTREAM_ERR_NOT_WELL_FORMED,   /* expat error */
-	XSTREAM_ERR_RESTRICTED_XML,    /* DTD, entity declaration, processing instruction */
+	XSTREAM_ERR_NOT_WELL_FORMED,   /* expat's error, or a bad comment */
+	XSTREAM_ERR_RESTRICTED_XML,    /* DTD, entity declaration, PI */
 	XSTREAM_ERR_POLICY_VIOLATION,  /* a limit was exceeded */
-	XSTREAM_ERR_INVALID_NAMESPACE, /* first element is not {streams}stream or {streams}error */
+	XSTREAM_ERR_INVALID_NAMESPACE, /* first element is no stream header */
 };
+
+/*
+ * What peers send is taken liberally.  Before the stream root: any number
+ * of XML declarations, comments, and bytes that are not markup (the spec's
+ * stray "}") are skipped, and <stream:error> elements are reported.  The
+ * root may use any prefix for the streams namespace, and "stream" is bound
+ * even if the peer forgot to declare it.  Between stanzas, text (whitespace
+ * keepalives or anything else) is ignored.  Refused: DTDs, entity
+ * declarations and processing instructions other than the declaration.
+ */
 
 /*
  * Event callbacks; any may be NULL.  They run inside xstream_feed() and must
@@ -56,16 +66,17 @@ struct xstream_cb {
 	void (*pre_header_error)(void *arg, xmpp_stanza_t *error);
 	/* The peer sent </stream:stream>.  Bytes after it are ignored. */
 	void (*close)(void *arg);
-	/* Fatal parse error, reported once; detail is short and printable.
-	 * No callbacks follow. */
+	/* Fatal parse error, reported once; detail is a short fixed text
+	 * that never quotes the peer.  No callbacks follow. */
 	void (*error)(void *arg, enum xstream_error err, const char *detail);
 };
 
 struct xstream;
 
 /* A parser for one incoming stream; limits and cb are copied. */
-struct xstream *xstream_new(xmpp_ctx_t *ctx, const struct xstream_limits *limits,
-    const struct xstream_cb *cb, void *arg);
+struct xstream *xstream_new(xmpp_ctx_t *ctx,
+    const struct xstream_limits *limits, const struct xstream_cb *cb,
+    void *arg);
 
 /*
  * Parse bytes as they arrive, split anywhere.  Returns 0 while the stream

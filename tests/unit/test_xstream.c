@@ -161,11 +161,12 @@ static void
 on_open(void *arg, const char *from, const char *to, const char **attrs)
 {
 	struct rec *r = arg;
-	struct pair p[32];
+	struct pair p[32] = { { NULL, NULL } };
 	size_t n;
 
 	addf(r, "open %s %s [", from ? from : "(null)", to ? to : "(null)");
 	for (n = 0; attrs[2 * n] != NULL; n++) {
+		assert_true(n < 32);
 		p[n].k = attrs[2 * n];
 		p[n].v = attrs[2 * n + 1];
 	}
@@ -450,7 +451,8 @@ test_namespaces_and_attributes(void **state)
 	    "<composing/></x><body xmlns=\"urn:a\">'t'</body>"
 	    "<body xmlns=\"\">'u'</body></message>\n", 0);
 	CHECK("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'"
-	      " xmlns='jabber:client' version='1.0' xml:lang='fr' id='x1'>",
+	      " xmlns='jabber:client' version='1.0' xml:lang='fr' id='x1'"
+	      " xmlns:a='urn:a' a:to='evil'>",
 	    "open (null) (null) [id=x1 version=1.0 xml:lang=fr]\n", 0);
 }
 
@@ -466,6 +468,15 @@ test_text_merged(void **state)
 	CHECK(ROOT "<message>a<b/>c<d>e</d></message>",
 	    OPEN_EV "stanza <message xmlns=\"jabber:client\">'a'<b/>'c'"
 	    "<d>'e'</d></message>\n", 0);
+}
+
+static void
+test_comments_dropped(void **state)
+{
+	CHECK(ROOT "<!-- between -->" PRESENCE "<message><!-- in -->"
+	      "<body>a<!-- text -->b</body></message>",
+	    OPEN_EV PRESENCE_EV "stanza <message xmlns=\"jabber:client\">"
+	    "<body>'ab'</body></message>\n", 0);
 }
 
 static void
@@ -578,7 +589,10 @@ test_stanza_limit_between(void **state)
 		assert_true(xstream_pending(r->xs) <= 1);
 	}
 	assert_int_equal(xstream_feed(r->xs, PRESENCE, strlen(PRESENCE)), 0);
-	assert_string_equal(r->log, OPEN_EV PRESENCE_EV);
+	/* A comment counts on its own, not with the stanza after it. */
+	assert_int_equal(xstream_feed(r->xs, "<!-- 1234 -->" PRESENCE,
+	    13 + strlen(PRESENCE)), 0);
+	assert_string_equal(r->log, OPEN_EV PRESENCE_EV PRESENCE_EV);
 	rec_free(r);
 }
 
@@ -818,6 +832,7 @@ main(void)
 		cmocka_unit_test(test_prefixes),
 		cmocka_unit_test(test_namespaces_and_attributes),
 		cmocka_unit_test(test_text_merged),
+		cmocka_unit_test(test_comments_dropped),
 		cmocka_unit_test(test_top_level_text_ignored),
 		cmocka_unit_test(test_after_close_and_error),
 		cmocka_unit_test(test_stanza_limit),
