@@ -518,6 +518,39 @@ def pings_answered():
         assert not leaked, "pings passed up: %s" % leaked
 
 
+def presence_repeated_after_ping():
+    """The reference client shows its pinger as available again whenever it
+    is pinged: after each keepalive ping the gateway repeats a presence that
+    is not plain available."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"ping_interval": 1.0, "ping_timeout": 5.0})
+        c = dial_in(s, d, BOB)
+        d.send_ok(ALICE, BOB, "<presence><show>away</show>"
+                  "<status>lunch</status></presence>")
+        first = c.wait_for(lambda e: bn.name_of(e) == "presence", 3,
+                           "the away presence")
+        assert bn.show(first).count("away") == 1, bn.show(first)
+        ping = c.wait_for(lambda e: bn.ping_ns(e) is not None, 5,
+                          "a keepalive ping")
+        again = c.wait_for(lambda e: bn.name_of(e) == "presence", 3,
+                           "the presence repeated after the ping")
+        order = [el for el in c.items]
+        assert order.index(again) > order.index(ping), \
+            "the presence came before the ping"
+        assert "away" in bn.show(again) and "lunch" in bn.show(again), \
+            bn.show(again)
+        # Plain available needs no repeating.
+        d.send_ok(ALICE, BOB, "<presence/>")
+        c.wait_for(lambda e: bn.name_of(e) == "presence"
+                   and e.find(bn.q(bn.NS_CLIENT, "show")) is None, 3,
+                   "the plain presence")
+        c.send('<iq type="result" id="%s"/>' % ping.get("id"))
+        ping2 = c.wait_for(lambda e: bn.ping_ns(e) is not None, 5,
+                           "the next keepalive ping")
+        c.send('<iq type="result" id="%s"/>' % ping2.get("id"))
+        c.expect_silence(0.5, "a repeated presence")
+
+
 def unknown_iq():
     """An iq get nobody understands: passed up, then service-unavailable."""
     with bn.Scope() as s:
@@ -962,6 +995,8 @@ TESTS = [
     ("race with a plugin-like peer (both dial at once)", race_both_dial),
     ("race between two gateways", race_two_gateways, 90),
     ("pings answered in both namespaces", pings_answered),
+    ("presence repeated after our ping unless plain available",
+     presence_repeated_after_ping),
     ("unknown iq get: service-unavailable", unknown_iq),
     ("confirmed sends: confirmed, assumed, lost, not up",
      confirmed_sends),
