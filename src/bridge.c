@@ -13,6 +13,7 @@
 #include "store.h"
 #include "users.h"
 #include "xmalloc.h"
+#include "ygg.h"
 
 #define NS_REGISTER "jabber:iq:register"
 #define NS_GATEWAY "jabber:iq:gateway"
@@ -73,6 +74,7 @@ struct bridge {
 	struct event_base *base;
 	xmpp_ctx_t *ctx;
 	const struct conf *conf;
+	struct ygg_node node;
 	struct store *st;
 	struct bridge_net net;
 	char *domain;
@@ -890,6 +892,19 @@ struct refusal {
 	char text[512];
 };
 
+/* A fresh address of the node's /64 for bare, stable across restarts. */
+static void
+own_address(struct bridge *b, const char *bare, struct in6_addr *out)
+{
+	unsigned attempt;
+
+	for (attempt = 0; attempt < 64; attempt++) {
+		ygg_user_address(&b->node.subnet, bare, attempt, out);
+		if (users_count_at(b->users, out) == 0)
+			return;
+	}
+}
+
 /* Registers bare as nick; on success tells the user their address. */
 static int
 register_user(struct bridge *b, const char *bare, const char *nick,
@@ -907,10 +922,10 @@ register_user(struct bridge *b, const char *bare, const char *nick,
 		    "other XMPP domains; ask its operator.");
 		return -1;
 	}
-	if (b->conf->barev_address_text[0] == '\0') {
+	if (b->conf->per_user ? !b->node.have_subnet : !b->node.have_addr) {
 		why->condition = "service-unavailable";
 		snprintf(why->text, sizeof(why->text), "This gateway has no "
-		    "Barev (Yggdrasil) address configured.");
+		    "Barev (Yggdrasil) address yet; ask its operator.");
 		return -1;
 	}
 	if (barev_nick_check(nick, strlen(nick), &cause) == -1) {
@@ -930,7 +945,10 @@ register_user(struct bridge *b, const char *bare, const char *nick,
 	}
 	memset(&id, 0, sizeof(id));
 	snprintf(id.nick, sizeof(id.nick), "%s", nick);
-	id.addr = b->conf->barev_address;
+	if (b->conf->per_user)
+		own_address(b, bare, &id.addr);
+	else
+		id.addr = b->node.addr;
 	if (store_user_add(b->st, bare, nick, &id.addr, &cause) == -1) {
 		why->condition = "conflict";
 		if (strcmp(cause, "nick taken") == 0)
@@ -1042,12 +1060,15 @@ static void cmd_address(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
     xmpp_stanza_t *, const char *);
 static void cmd_contact_port(struct bridge *, xmpp_stanza_t *,
     xmpp_stanza_t *, xmpp_stanza_t *, const char *);
+static void cmd_own_address(struct bridge *, xmpp_stanza_t *,
+    xmpp_stanza_t *, xmpp_stanza_t *, const char *);
 
 static const struct command commands[] = {
 	{ "register", "Register", cmd_register },
 	{ "unregister", "Unregister", cmd_unregister },
 	{ "address", "My Barev address", cmd_address },
 	{ "contact-port", "Set a contact's port", cmd_contact_port },
+	{ "own-address", "Get a Barev address of my own", cmd_own_address },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -1223,6 +1244,61 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	}
 	free(addr);
 	free(port);
+}
+
+/* A shared-address user moves to an address of their own (per-user mode). */
+static void
+cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
+    xmpp_stanza_t *form, const char *bare)
+{
+	struct user *u = users_get(b->users, bare);
+	struct barev_jid old, id;
+	struct contact *c;
+	char addr[BAREV_JID_STRLEN], text[256];
+
+	if (u == NULL) {
+		command_done(b, iq, cmd, "error",
+		    "You are not registered with this gateway.");
+		return;
+	}
+	if (!b->conf->per_user) {
+		command_done(b, iq, cmd, "error", "This gateway gives all its "
+		    "users the same address.");
+		return;
+	}
+	if (ygg_in_subnet(&b->node.subnet, &u->id.addr)) {
+		snprintf(text, sizeof(text), "%s is already your own address.",
+		    barev_jid_format(&u->id, addr));
+		command_done(b, iq, cmd, "info", text);
+		return;
+	}
+	old = id = u->id;
+	own_address(b, bare, &id.addr);
+	if (store_user_set_addr(b->st, bare, &id.addr) != 0 ||
+	    users_set_id(b->users, u, &id) == -1) {
+		command_done(b, iq, cmd, "error", "The gateway could not move "
+		    "you to a new address; nothing changed.");
+		return;
+	}
+	/* Pipes belong to identities: the old ones close, new ones open. */
+	for (c = u->contacts; c != NULL; c = c->next) {
+		b->net.unwant(b->net.barev_arg, &old, &c->who);
+		c->pipe_up = 0;
+		if (c->seen.available) {
+			shown_clear(&c->seen);
+			presence_from_contact(b, &c->who, u->jid,
+			    "unavailable", NULL);
+		}
+		if (user_online(u))
+			b->net.want(b->net.barev_arg, &u->id, &c->who,
+			    c->port ? c->port
+				    : (unsigned short)b->conf->barev_default_port);
+	}
+	log_info("bridge: own address jid=%s barev=%s", bare,
+	    barev_jid_format(&u->id, addr));
+	snprintf(text, sizeof(text), "Your Barev address is now %s. Your "
+	    "Barev contacts must add you under it.", addr);
+	command_done(b, iq, cmd, "info", text);
 }
 
 static void
@@ -1723,7 +1799,8 @@ load_pending(void *arg, const char *user_jid, const struct barev_jid *who,
 
 struct bridge *
 bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
-    struct store *st, const struct bridge_net *net, char **cause)
+    const struct ygg_node *node, struct store *st,
+    const struct bridge_net *net, char **cause)
 {
 	struct bridge *b = xcalloc(1, sizeof(*b));
 	struct load l = { b, NULL, 0 };
@@ -1732,6 +1809,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->base = base;
 	b->ctx = ctx;
 	b->conf = conf;
+	b->node = *node;
 	b->st = st;
 	b->net = *net;
 	b->domain = xstrdup(conf->component_jid);

@@ -40,6 +40,8 @@ struct conf_key {
 static int check_domain(struct conf *, const char *, const char **);
 static int check_barev_address(struct conf *, const char *, const char **);
 static int check_jid(struct conf *, const char *, const char **);
+static int check_mode(struct conf *, const char *, const char **);
+static int check_subnet(struct conf *, const char *, const char **);
 
 #define OFF(f) offsetof(struct conf, f)
 static const struct conf_key keys[] = {
@@ -60,6 +62,12 @@ static const struct conf_key keys[] = {
 
 	{ "barev.address", CT_STRING, OFF(barev_address_text), 0, 0, "", 0, 0,
 	    check_barev_address },
+	{ "barev.address_mode", CT_STRING, OFF(address_mode), 0, 0, "shared",
+	    0, 0, check_mode },
+	{ "barev.subnet", CT_STRING, OFF(barev_subnet_text), 0, 0, "", 0, 0,
+	    check_subnet },
+	{ "barev.admin_socket", CT_STRING, OFF(admin_socket), 0, 0,
+	    "/var/run/yggdrasil/yggdrasil.sock", 0, 0, NULL },
 	{ "barev.listen", CT_LISTEN, OFF(barev_listen), 0, 0, "[::]:5299", 0,
 	    0, NULL },
 	{ "barev.default_port", CT_INT, OFF(barev_default_port), 1, 65535,
@@ -172,6 +180,44 @@ check_barev_address(struct conf *conf, const char *v, const char **cause)
 		*cause = "must be an IPv6 address";
 		return -1;
 	}
+	return 0;
+}
+
+static int
+check_mode(struct conf *conf, const char *v, const char **cause)
+{
+	if (strcmp(v, "shared") == 0 || strcmp(v, "per-user") == 0) {
+		conf->per_user = strcmp(v, "per-user") == 0;
+		return 0;
+	}
+	*cause = "must be \"shared\" or \"per-user\"";
+	return -1;
+}
+
+/* A /64 of 300::/8, written "300:1:2:3::/64" (or without the length). */
+static int
+check_subnet(struct conf *conf, const char *v, const char **cause)
+{
+	char buf[ADDR_STRLEN + 4];
+	const char *slash;
+	size_t len;
+
+	if (*v == '\0')
+		return 0;
+	slash = strchr(v, '/');
+	len = slash ? (size_t)(slash - v) : strlen(v);
+	if ((slash != NULL && strcmp(slash, "/64") != 0) || len >= sizeof(buf)) {
+		*cause = "must be a /64 such as \"300:1234:5678:9abc::/64\"";
+		return -1;
+	}
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+	if (addr_parse(buf, &conf->barev_subnet) == -1 ||
+	    conf->barev_subnet.s6_addr[0] != 0x03) {
+		*cause = "must be a /64 inside 300::/8 (a Yggdrasil node's subnet)";
+		return -1;
+	}
+	memset(conf->barev_subnet.s6_addr + 8, 0, 8);
 	return 0;
 }
 
@@ -750,4 +796,6 @@ conf_keep_fixed(struct conf *fresh, const struct conf *old,
 		value_copy(fresh, old, k);
 	}
 	fresh->barev_address = old->barev_address;
+	fresh->barev_subnet = old->barev_subnet;
+	fresh->per_user = old->per_user;
 }

@@ -36,8 +36,13 @@ struct conf {
 	double reconnect_min;
 	double reconnect_max;
 
-	char *barev_address_text; /* as written; empty = not configured */
+	char *barev_address_text; /* as written; empty = detect */
 	struct in6_addr barev_address;
+	char *address_mode;       /* "shared" or "per-user" */
+	int per_user;
+	char *barev_subnet_text;  /* as written; empty = detect */
+	struct in6_addr barev_subnet;
+	char *admin_socket;
 	struct conf_listenlist barev_listen;
 	int barev_default_port;
 	double ping_interval;

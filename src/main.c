@@ -11,11 +11,13 @@
 #include "barev.h"
 #include "bridge.h"
 #include "component.h"
+#include "addr.h"
 #include "conf.h"
 #include "log.h"
 #include "service.h"
 #include "store.h"
 #include "xmalloc.h"
+#include "ygg.h"
 
 #define EXIT_BADCONF 2
 
@@ -30,6 +32,7 @@ struct gateway {
 	struct barev *barev;
 	struct store *store;
 	struct bridge *bridge;
+	struct ygg_node node;
 	int pending_stops;
 	struct event *ev_term;
 	struct event *ev_int;
@@ -202,6 +205,48 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	component_shutdown(gw->link, stopped, gw);
 }
 
+/*
+ * The Yggdrasil address (shared mode) or /64 (per-user mode) the users
+ * get. Without an address shared mode still runs, refusing registrations.
+ */
+static int
+find_node(struct gateway *gw, int check_only)
+{
+	char a[ADDR_STRLEN], sn[ADDR_STRLEN], *cause = NULL;
+	int rc = 0;
+
+	if (ygg_resolve(gw->conf, &gw->node, &cause) == -1) {
+		if (check_only)
+			fprintf(stderr, "barev-gateway: %s\n", cause);
+		else if (gw->conf->per_user)
+			log_err("%s", cause);
+		else
+			log_warn("%s; registrations are refused until then",
+			    cause);
+		rc = gw->conf->per_user ? -1 : 0;
+		goto out;
+	}
+	if (gw->node.have_addr)
+		addr_format(&gw->node.addr, a);
+	else
+		snprintf(a, sizeof(a), "none");
+	addr_format(&gw->node.subnet, sn);
+	if (check_only)
+		printf("barev: address %s subnet %s/64 (from %s) mode %s\n", a,
+		    sn, gw->node.source, gw->conf->address_mode);
+	else
+		log_info("barev: address %s subnet %s/64 (from %s) mode %s", a,
+		    sn, gw->node.source, gw->conf->address_mode);
+	if (gw->conf->per_user && !check_only &&
+	    ygg_check_anyip(&gw->node.subnet, &cause) == -1) {
+		log_err("barev: per-user addresses: %s", cause);
+		rc = -1;
+	}
+out:
+	free(cause);
+	return rc;
+}
+
 static int
 run(struct gateway *gw)
 {
@@ -236,7 +281,7 @@ run(struct gateway *gw)
 	net.barev_arg = gw;
 	if ((gw->store = store_open(gw->conf->storage_path, &cause)) == NULL ||
 	    (gw->bridge = bridge_new(gw->base, component_ctx(gw->link),
-		gw->conf, gw->store, &net, &cause)) == NULL ||
+		gw->conf, &gw->node, gw->store, &net, &cause)) == NULL ||
 	    (gw->barev = barev_new(gw->base, component_ctx(gw->link), gw->conf,
 		&bridge_barev_cb, gw->bridge, &cause)) == NULL) {
 		log_err("main: %s", cause);
@@ -323,16 +368,22 @@ main(int argc, char **argv)
 		return EXIT_BADCONF;
 	}
 	if (check_only) {
-		printf("barev-gateway: %s: configuration is valid\n",
-		    gw.conf_path);
+		rc = find_node(&gw, 1);
+		if (rc == 0)
+			printf("barev-gateway: %s: configuration is valid\n",
+			    gw.conf_path);
 		conf_free(gw.conf);
-		return 0;
+		return rc == 0 ? 0 : EXIT_BADCONF;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	apply_logging(&gw);
 	if (barev_raise_fd_limit(&cause) == -1) {
 		log_err("main: %s", cause);
 		free(cause);
+		conf_free(gw.conf);
+		return 1;
+	}
+	if (find_node(&gw, 0) == -1) {
 		conf_free(gw.conf);
 		return 1;
 	}

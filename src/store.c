@@ -112,6 +112,7 @@ enum stmt {
 	S_USER_BY_NICK,
 	S_USER_COUNT_AT,
 	S_USER_DEL,
+	S_USER_SET_ADDR,
 	S_USERS_EACH,
 	S_CONTACT_PUT,
 	S_CONTACT_GET,
@@ -156,6 +157,8 @@ static const struct {
 	[S_USER_COUNT_AT] = { "user count",
 	    "SELECT count(*) FROM users WHERE addr = ?1" },
 	[S_USER_DEL] = { "user del", "DELETE FROM users WHERE jid = ?1" },
+	[S_USER_SET_ADDR] = { "user set addr",
+	    "UPDATE users SET addr = ?2 WHERE jid = ?1" },
 	[S_USERS_EACH] = { "users each",
 	    "SELECT " USER_COLS " FROM users ORDER BY jid" },
 
@@ -858,6 +861,19 @@ store_user_del(struct store *st, const char *jid)
 	if (bind_text(s, 1, jid) == -1)
 		return bind_failed(st, S_USER_DEL, s);
 	return run_change(st, S_USER_DEL, s);
+}
+
+int
+store_user_set_addr(struct store *st, const char *jid,
+    const struct in6_addr *addr)
+{
+	sqlite3_stmt *s;
+
+	if ((s = stmt_get(st, S_USER_SET_ADDR)) == NULL)
+		return -1;
+	if (bind_text(s, 1, jid) == -1 || bind_addr(s, 2, addr) == -1)
+		return bind_failed(st, S_USER_SET_ADDR, s);
+	return run_change(st, S_USER_SET_ADDR, s);
 }
 
 struct users_walk {

@@ -103,6 +103,9 @@ int store_user_by_nick(struct store *st, const char *nick,
     const struct in6_addr *addr, struct store_user *out);
 /* How many users have addr, or -1. */
 int store_user_count_at(struct store *st, const struct in6_addr *addr);
+/* Move a user to another address (per-user mode); -1 if the nick is taken there. */
+int store_user_set_addr(struct store *st, const char *jid,
+    const struct in6_addr *addr);
 /* Delete a user with their contacts, pending requests and queued messages. */
 int store_user_del(struct store *st, const char *jid);
 /* Every user, in JID order. */

@@ -120,6 +120,21 @@ users_remove(struct users *us, struct user *u)
 	user_free(u);
 }
 
+int
+users_set_id(struct users *us, struct user *u, const struct barev_jid *id)
+{
+	struct user key;
+
+	memset(&key, 0, sizeof(key));
+	key.id = *id;
+	if (tfind(&key, &us->by_id, id_cmp) != NULL)
+		return -1;
+	tdelete(u, &us->by_id, id_cmp);
+	u->id = *id;
+	tsearch(u, &us->by_id, id_cmp);
+	return 0;
+}
+
 struct user *
 users_get(struct users *us, const char *bare_jid)
 {

@@ -57,6 +57,8 @@ void users_free(struct users *us);
 struct user *users_add(struct users *us, const char *jid,
     const struct barev_jid *id);
 void users_remove(struct users *us, struct user *u);
+/* Gives u another Barev identity; -1 if another user has it. */
+int users_set_id(struct users *us, struct user *u, const struct barev_jid *id);
 struct user *users_get(struct users *us, const char *bare_jid);
 /* By Barev identity: nick without ASCII case, address by bytes. */
 struct user *users_by_id(struct users *us, const struct barev_jid *id);

@@ -88,6 +88,12 @@ test_lookup(void **state)
 	assert_int_equal(users_count_at(us, &a.addr), 2);
 	assert_int_equal(users_count_at(us, &a_other.addr), 0);
 	assert_null(users_only_at(us, &a.addr));
+	/* A new identity re-keys the user; a taken one is refused. */
+	assert_int_equal(users_set_id(us, ua, &b), -1);
+	assert_int_equal(users_set_id(us, ua, &a_other), 0);
+	assert_ptr_equal(users_by_id(us, &a_other), ua);
+	assert_null(users_by_id(us, &a));
+	assert_int_equal(users_set_id(us, ua, &a), 0);
 	users_remove(us, ua);
 	assert_ptr_equal(users_only_at(us, &a.addr), ub);
 	assert_null(users_get(us, "alice@example.org"));
