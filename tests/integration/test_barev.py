@@ -545,7 +545,8 @@ def presence_repeated_after_ping():
                    and e.find(bn.q(bn.NS_CLIENT, "show")) is None, 3,
                    "the plain presence")
         c.send('<iq type="result" id="%s"/>' % ping.get("id"))
-        ping2 = c.wait_for(lambda e: bn.ping_ns(e) is not None, 5,
+        # Due within ping_timeout (the pending check) plus one interval.
+        ping2 = c.wait_for(lambda e: bn.ping_ns(e) is not None, 8,
                            "the next keepalive ping")
         c.send('<iq type="result" id="%s"/>' % ping2.get("id"))
         c.expect_silence(0.5, "a repeated presence")
