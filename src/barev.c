@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "barev.h"
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "pipe.h"
@@ -123,18 +124,6 @@ struct barev {
 static void pair_detach(struct pair *P, struct conn *c, const char *reason);
 static void dialq_kick(struct barev *b);
 
-static void
-timer_in(struct event *ev, double seconds)
-{
-	struct timeval tv;
-
-	if (seconds < 0)
-		seconds = 0;
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	evtimer_add(ev, &tv);
-}
-
 int
 barev_fd_high(int fd)
 {
@@ -191,7 +180,7 @@ addr_get(struct barev *b, const struct in6_addr *a)
 		return *found;
 	s = xcalloc(1, sizeof(*s));
 	s->addr = *a;
-	s->window_start = pipe_now();
+	s->window_start = clock_now();
 	tsearch(s, &b->addrs, addr_cmp);
 	return s;
 }
@@ -226,7 +215,7 @@ static void
 on_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	struct barev *b = arg;
-	struct sweep sw = { pipe_now(), NULL, 0, 0 };
+	struct sweep sw = { clock_now(), NULL, 0, 0 };
 	size_t i;
 
 	twalk_r(b->addrs, sweep_visit, &sw);
@@ -235,7 +224,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 		free(sw.victims[i]);
 	}
 	free(sw.victims);
-	timer_in(b->ev_sweep, RATE_WINDOW);
+	timer_after(b->ev_sweep, RATE_WINDOW);
 }
 
 /* --- pairs ---------------------------------------------------------- */
@@ -384,7 +373,7 @@ schedule_redial(struct pair *P)
 	P->attempt++;
 	log_info("pair %s: redial_in_ms=%.0f attempt=%u", P->name,
 	    delay * 1000, P->attempt);
-	timer_in(P->ev_redial, delay);
+	timer_after(P->ev_redial, delay);
 }
 
 static void
@@ -398,7 +387,7 @@ pair_detach(struct pair *P, struct conn *c, const char *reason)
 		P->out = NULL;
 	if (P->in == c)
 		P->in = NULL;
-	if (opened > 0 && pipe_now() - opened >= STABLE_SECONDS)
+	if (opened > 0 && clock_now() - opened >= STABLE_SECONDS)
 		P->attempt = 0;
 	if (P->active == c) {
 		P->active = NULL;
@@ -458,7 +447,7 @@ pair_inbound(struct pair *P, struct conn *c)
 		out = NULL;
 	}
 	if (out != NULL && P->active == out &&
-	    pipe_now() - pipe_opened_at(out->pipe) >= RACE_WINDOW) {
+	    clock_now() - pipe_opened_at(out->pipe) >= RACE_WINDOW) {
 		out->pair = NULL;
 		P->out = NULL;
 		P->in = c;
@@ -477,7 +466,7 @@ pair_inbound(struct pair *P, struct conn *c)
 		log_info("pair %s: simultaneous dial; waiting for the peer",
 		    P->name);
 		P->in = c;
-		timer_in(P->ev_settle, RACE_SETTLE);
+		timer_after(P->ev_settle, RACE_SETTLE);
 		return;
 	}
 	P->in = c;
@@ -619,7 +608,7 @@ cb_open(void *arg, struct pipe *p)
 		if ((P = c->pair) == NULL)
 			return;
 		if (P->in != NULL && !evtimer_pending(P->ev_settle, NULL))
-			timer_in(P->ev_settle, RACE_SETTLE);
+			timer_after(P->ev_settle, RACE_SETTLE);
 		pair_settle(P);
 		return;
 	}
@@ -741,7 +730,7 @@ static const char *
 admit(struct barev *b, const struct in6_addr *peer)
 {
 	struct addr_stat *s;
-	double now = pipe_now();
+	double now = clock_now();
 
 	if (!b->allow_any && !addr_is_yggdrasil(peer))
 		return "not-yggdrasil";
@@ -816,7 +805,7 @@ on_accept_error(struct evconnlistener *lev, void *arg)
 	log_warn("barev: accept failed: %s; pausing the listener for 1 s",
 	    strerror(errno));
 	evconnlistener_disable(lev);
-	timer_in(l->ev_resume, 1.0);
+	timer_after(l->ev_resume, 1.0);
 }
 
 static int
@@ -933,7 +922,7 @@ on_dialq(evutil_socket_t fd, short what, void *arg)
 {
 	struct barev *b = arg;
 	struct pair *P;
-	double now = pipe_now();
+	double now = clock_now();
 
 	if (b->stopping)
 		return;
@@ -953,7 +942,7 @@ on_dialq(evutil_socket_t fd, short what, void *arg)
 	}
 	if (TAILQ_FIRST(&b->dialq) != NULL &&
 	    b->dials_in_progress < b->dials_concurrent)
-		timer_in(b->ev_dialq, (1 - b->tokens) / b->dials_per_second);
+		timer_after(b->ev_dialq, (1 - b->tokens) / b->dials_per_second);
 }
 
 /* A finished dial or a new entry may let the queue move. */
@@ -1034,12 +1023,12 @@ barev_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	TAILQ_INIT(&b->dialq);
 	barev_set_conf(b, conf);
 	b->tokens = 1;
-	b->tokens_at = pipe_now();
+	b->tokens_at = clock_now();
 	b->ev_dialq = evtimer_new(base, on_dialq, b);
 	b->ev_reap = event_new(base, -1, 0, on_reap, b);
 	b->ev_sweep = evtimer_new(base, on_sweep, b);
 	b->ev_shutdown = evtimer_new(base, on_shutdown, b);
-	timer_in(b->ev_sweep, RATE_WINDOW);
+	timer_after(b->ev_sweep, RATE_WINDOW);
 	for (i = 0; i < conf->barev_listen.n; i++) {
 		if (listen_on(b, &conf->barev_listen.v[i], cause) == -1) {
 			barev_free(b);
@@ -1192,6 +1181,6 @@ barev_shutdown(struct barev *b, void (*done)(void *), void *arg)
 		conn_drop(c, "shutdown", NULL);
 	}
 	/* Peers that never close must not hold up our exit. */
-	timer_in(b->ev_shutdown, SHUTDOWN_WAIT + 0.2);
+	timer_after(b->ev_shutdown, SHUTDOWN_WAIT + 0.2);
 	check_shutdown_done(b);
 }

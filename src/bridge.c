@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bridge.h"
+#include "clock.h"
 #include "conf.h"
 #include "log.h"
 #include "stanza.h"
@@ -89,25 +90,6 @@ struct bridge {
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
 
-static double
-now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void
-timer_in(struct event *ev, double seconds)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	evtimer_add(ev, &tv);
-}
-
 static int
 peer_flags(const struct bridge *b)
 {
@@ -145,15 +127,6 @@ new_stanza(struct bridge *b, const char *name, const char *from,
 	return st;
 }
 
-static void
-add_text(xmpp_stanza_t *parent, const char *text)
-{
-	xmpp_stanza_t *t = xmpp_stanza_new(xmpp_stanza_get_context(parent));
-
-	xmpp_stanza_set_text(t, text);
-	xmpp_stanza_add_child_ex(parent, t, 0);
-}
-
 /* Presence from a contact's JID to a user. */
 static void
 presence_from_contact(struct bridge *b, const struct barev_jid *who,
@@ -173,7 +146,7 @@ presence_from_contact(struct bridge *b, const struct barev_jid *who,
 	if (type != NULL && strcmp(type, "subscribe") == 0) {
 		/* XEP-0172: the client can show the nick with its case. */
 		nick = stanza_add_child(p, "nick", NS_NICK);
-		add_text(nick, who->nick);
+		stanza_add_text(nick, who->nick);
 	}
 	xsend(b, p);
 	free(from);
@@ -486,7 +459,7 @@ xhtml_of_text(struct bridge *b, const char *text)
 		nl = strchr(p, '\n');
 		line = xstrndup(p, nl ? (size_t)(nl - p) : strlen(p));
 		if (*line != '\0')
-			add_text(body, line);
+			stanza_add_text(body, line);
 		free(line);
 		if (nl == NULL)
 			break;
@@ -548,7 +521,7 @@ typing_start(struct bridge *b, struct user *u, struct contact *c)
 {
 	struct typing *t;
 
-	c->composing_at = now_mono();
+	c->composing_at = clock_now();
 	if (!c->composing && c->pipe_up)
 		send_chat_state(b, u, c, "composing");
 	if (c->composing)
@@ -560,7 +533,7 @@ typing_start(struct bridge *b, struct user *u, struct contact *c)
 	t->next = b->typing;
 	b->typing = t;
 	if (!evtimer_pending(b->ev_typing, NULL))
-		timer_in(b->ev_typing, TYPING_REPEAT);
+		timer_after(b->ev_typing, TYPING_REPEAT);
 }
 
 static void
@@ -570,7 +543,7 @@ on_typing(evutil_socket_t fd, short what, void *arg)
 	struct typing **tp = &b->typing, *t;
 	struct user *u;
 	struct contact *c;
-	double now = now_mono();
+	double now = clock_now();
 
 	while ((t = *tp) != NULL) {
 		u = users_get(b->users, t->user_jid);
@@ -588,7 +561,7 @@ on_typing(evutil_socket_t fd, short what, void *arg)
 		tp = &t->next;
 	}
 	if (b->typing != NULL)
-		timer_in(b->ev_typing, TYPING_REPEAT);
+		timer_after(b->ev_typing, TYPING_REPEAT);
 }
 
 static const char *const chat_states[] = {
@@ -773,7 +746,7 @@ expired_one(void *arg, const struct store_msg *m)
 	err = stanza_add_child(e, "error", NULL);
 	xmpp_stanza_set_type(err, "wait");
 	stanza_add_child(err, "recipient-unavailable", NS_STANZAS);
-	add_text(stanza_add_child(err, "text", NS_STANZAS), text);
+	stanza_add_text(stanza_add_child(err, "text", NS_STANZAS), text);
 	xsend(b, e);
 	free(from);
 	return 0;
@@ -785,7 +758,7 @@ on_expire(evutil_socket_t fd, short what, void *arg)
 	struct bridge *b = arg;
 
 	store_msg_take_expired(b->st, (int64_t)time(NULL), expired_one, b);
-	timer_in(b->ev_expire, EXPIRE_EVERY);
+	timer_after(b->ev_expire, EXPIRE_EVERY);
 }
 
 /* --- registration (XEP-0077) and the address prompt (XEP-0100) ------ */
@@ -1103,7 +1076,7 @@ command_done(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	xmpp_stanza_t *note = stanza_add_child(c, "note", NULL);
 
 	xmpp_stanza_set_type(note, note_type);
-	add_text(note, text);
+	stanza_add_text(note, text);
 	xsend(b, r);
 }
 
@@ -1574,7 +1547,7 @@ ask_user(struct bridge *b, struct user *u, const struct barev_jid *who)
 		s->next = b->strangers;
 		b->strangers = s;
 	}
-	timer_in(s->ev_timeout, b->conf->request_timeout);
+	timer_after(s->ev_timeout, b->conf->request_timeout);
 	if (s->last_asked != 0 &&
 	    now - s->last_asked < (int64_t)b->conf->request_interval)
 		return;
@@ -1827,7 +1800,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	if (requeued > 0)
 		log_info("bridge: %d unconfirmed messages will be sent again",
 		    requeued);
-	timer_in(b->ev_expire, 1.0);
+	timer_after(b->ev_expire, 1.0);
 	return b;
 }
 

@@ -5,6 +5,7 @@
 #include <sys/select.h>
 #include <time.h>
 
+#include "clock.h"
 #include "component.h"
 #include "conf.h"
 #include "log.h"
@@ -80,15 +81,6 @@ set_state(struct component *c, enum link_state next)
 	c->state = next;
 }
 
-static void
-timer_in(struct component *c, double seconds)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	evtimer_add(c->ev_timer, &tv);
-}
 
 static void
 watch_drop(struct component *c)
@@ -219,7 +211,7 @@ schedule_redial(struct component *c)
 	log_warn("component: link down reason=%s retry_in_ms=%.0f",
 	    c->down_reason, delay * 1000);
 	set_state(c, LINK_BACKOFF);
-	timer_in(c, delay);
+	timer_after(c->ev_timer, delay);
 }
 
 static void
@@ -311,7 +303,7 @@ dial(struct component *c)
 		schedule_redial(c);
 		return;
 	}
-	timer_in(c, TICK_MS / 1000.0);
+	timer_after(c->ev_timer, TICK_MS / 1000.0);
 	pump(c);
 }
 
@@ -333,7 +325,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 	case LINK_UP:
 		pump(c);
 		if (c->state == LINK_CONNECTING || c->state == LINK_UP)
-			timer_in(c, TICK_MS / 1000.0);
+			timer_after(c->ev_timer, TICK_MS / 1000.0);
 		return;
 	default:
 		return;
@@ -438,7 +430,7 @@ component_shutdown(struct component *c, void (*done)(void *), void *arg)
 	evtimer_del(c->ev_timer);
 	set_state(c, LINK_STOPPING);
 	if (was == LINK_UP || was == LINK_CONNECTING) {
-		timer_in(c, STOP_WAIT_MS / 1000.0);
+		timer_after(c->ev_timer, STOP_WAIT_MS / 1000.0);
 		xmpp_disconnect(c->conn);
 		pump(c);
 		return;

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pipe.h"
 #include "stanza.h"
@@ -82,15 +83,6 @@ struct confirm {
 
 static void pipe_dead(struct pipe *p, const char *reason);
 
-double
-pipe_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void
 set_state(struct pipe *p, enum pipe_state next)
 {
@@ -100,18 +92,6 @@ set_state(struct pipe *p, enum pipe_state next)
 	    (unsigned long long)p->id, state_names[p->state],
 	    state_names[next], p->peer_text);
 	p->state = next;
-}
-
-static void
-timer_in(struct pipe *p, double seconds)
-{
-	struct timeval tv;
-
-	if (seconds < 0)
-		seconds = 0;
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
-	evtimer_add(p->ev_timer, &tv);
 }
 
 /* Writes now when nothing is queued, so each stanza tends to get its own segment. */
@@ -259,11 +239,11 @@ send_ping(struct pipe *p)
 	    p->ping_id, p->local_text, p->remote_text);
 	write_str(p, buf);
 	p->ping_pending = 1;
-	p->ping_sent_at = pipe_now();
+	p->ping_sent_at = clock_now();
 	/* Being pinged resets the peer's view of us to plain available. */
 	if (p->presence != NULL && !is_plain_available(p->presence))
 		send_stanza_text(p, p->presence);
-	timer_in(p, p->params->ping_timeout);
+	timer_after(p->ev_timer, p->params->ping_timeout);
 }
 
 /* Reports the first n confirmations, oldest first, and forgets them. */
@@ -315,7 +295,7 @@ expire_confirms(struct pipe *p, double now)
 static void
 keepalive(struct pipe *p)
 {
-	double now = pipe_now(), idle, next, next_confirm;
+	double now = clock_now(), idle, next, next_confirm;
 
 	next_confirm = expire_confirms(p, now);
 	if (p->state != PIPE_OPEN)
@@ -343,7 +323,7 @@ keepalive(struct pipe *p)
 		next = p->params->ping_interval - idle;
 	if (next_confirm >= 0 && next_confirm < next)
 		next = next_confirm;
-	timer_in(p, next);
+	timer_after(p->ev_timer, next);
 }
 
 static void
@@ -373,8 +353,8 @@ static void
 open_pipe(struct pipe *p)
 {
 	set_state(p, PIPE_OPEN);
-	p->opened_at = pipe_now();
-	timer_in(p, p->params->ping_interval);
+	p->opened_at = clock_now();
+	timer_after(p->ev_timer, p->params->ping_interval);
 	p->cb->open(p->cb_arg, p);
 }
 
@@ -536,7 +516,7 @@ on_read(evutil_socket_t fd, short what, void *arg)
 		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason : "eof");
 		return;
 	}
-	p->last_rx = pipe_now();
+	p->last_rx = clock_now();
 	p->ping_pending = 0;
 	p->ping_misses = 0;
 	/* While closing, a stopped parser just drains, so that close sends no reset. */
@@ -559,7 +539,7 @@ connected(struct pipe *p)
 	}
 	set_state(p, PIPE_HEADER_WAIT);
 	event_add(p->ev_read, NULL);
-	timer_in(p, p->params->handshake_timeout);
+	timer_after(p->ev_timer, p->params->handshake_timeout);
 	send_header(p);
 }
 
@@ -602,7 +582,7 @@ pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
 	p->params = params;
 	p->cb = cb;
 	p->cb_arg = arg;
-	p->last_rx = pipe_now();
+	p->last_rx = clock_now();
 	p->close_reason = "closed";
 	p->out = evbuffer_new();
 	p->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, on_read, p);
@@ -612,12 +592,12 @@ pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
 	if (dir == PIPE_OUTBOUND) {
 		p->state = PIPE_CONNECTING;
 		event_add(p->ev_write, NULL);
-		timer_in(p, params->connect_timeout);
+		timer_after(p->ev_timer, params->connect_timeout);
 	} else {
 		/* The acceptor never speaks first: wait for the peer's header. */
 		p->state = PIPE_HEADER_WAIT;
 		event_add(p->ev_read, NULL);
-		timer_in(p, params->handshake_timeout);
+		timer_after(p->ev_timer, params->handshake_timeout);
 	}
 	log_debug("pipe %llu: new dir=%s peer=%s", (unsigned long long)id,
 	    dir == PIPE_OUTBOUND ? "out" : "in", p->peer_text);
@@ -689,10 +669,10 @@ pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
 		    p->capconfirms * sizeof(*p->confirms));
 	}
 	p->confirms[p->nconfirms].token = token;
-	p->confirms[p->nconfirms].sent_at = pipe_now();
+	p->confirms[p->nconfirms].sent_at = clock_now();
 	p->nconfirms++;
 	if (p->nconfirms == 1 && !p->ping_pending)
-		timer_in(p, p->params->ping_timeout);
+		timer_after(p->ev_timer, p->params->ping_timeout);
 }
 
 static void
@@ -751,7 +731,7 @@ close_pipe(struct pipe *p, const char *reason, const char *condition,
 	 * The reference client crashes if we close right after writing to
 	 * it: let the peer close first, within a bound.
 	 */
-	timer_in(p, p->params->close_wait);
+	timer_after(p->ev_timer, p->params->close_wait);
 	maybe_shutdown(p);
 	log_debug("pipe %llu: closing reason=%s", (unsigned long long)p->id,
 	    reason);

@@ -109,7 +109,4 @@ double pipe_opened_at(const struct pipe *p);
 void pipe_set_owner_data(struct pipe *p, void *data);
 void *pipe_owner_data(const struct pipe *p);
 
-/* Monotonic clock in seconds. */
-double pipe_now(void);
-
 #endif

@@ -53,8 +53,8 @@ stanza_add_child(xmpp_stanza_t *parent, const char *name, const char *ns)
 	return c;
 }
 
-static void
-add_text(xmpp_stanza_t *parent, const char *text)
+void
+stanza_add_text(xmpp_stanza_t *parent, const char *text)
 {
 	xmpp_stanza_t *t = xmpp_stanza_new(xmpp_stanza_get_context(parent));
 
@@ -66,7 +66,7 @@ void
 stanza_add_text_child(xmpp_stanza_t *parent, const char *name,
     const char *text)
 {
-	add_text(stanza_add_child(parent, name, NULL), text);
+	stanza_add_text(stanza_add_child(parent, name, NULL), text);
 }
 
 xmpp_stanza_t *
@@ -83,7 +83,7 @@ stanza_error_reply(xmpp_stanza_t *s, const char *type, const char *condition,
 	if (text != NULL) {
 		c = stanza_add_child(err, "text", NS_STANZAS);
 		xmpp_stanza_set_attribute(c, "xml:lang", "en");
-		add_text(c, text);
+		stanza_add_text(c, text);
 	}
 	return r;
 }

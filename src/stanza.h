@@ -23,6 +23,8 @@ xmpp_stanza_t *stanza_error_reply(xmpp_stanza_t *s, const char *type,
 /* Appends <name xmlns=ns/> to parent and returns it (borrowed). */
 xmpp_stanza_t *stanza_add_child(xmpp_stanza_t *parent, const char *name,
     const char *ns);
+/* Appends a text node to parent. */
+void stanza_add_text(xmpp_stanza_t *parent, const char *text);
 /* Appends <name>text</name> to parent. */
 void stanza_add_text_child(xmpp_stanza_t *parent, const char *name,
     const char *text);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "clock.h"
 #include "conf.h"
 #include "xmalloc.h"
 #include "ygg.h"
@@ -107,21 +108,12 @@ ygg_parse_self(const char *json, size_t len, struct ygg_node *out,
 	return 0;
 }
 
-static double
-now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Waits for events on fd until deadline; 0 when ready, -1 on timeout. */
 static int
 wait_fd(int fd, short events, double deadline)
 {
 	struct pollfd pfd = { fd, events, 0 };
-	double left = deadline - now_mono();
+	double left = deadline - clock_now();
 
 	if (left <= 0)
 		return -1;
@@ -135,7 +127,7 @@ ygg_query_admin(const char *path, double timeout, struct ygg_node *out,
 {
 	static const char request[] = "{\"request\":\"getSelf\"}";
 	struct sockaddr_un sun;
-	double deadline = now_mono() + timeout;
+	double deadline = clock_now() + timeout;
 	const char *why;
 	char *buf = NULL;
 	size_t len = 0;
@@ -321,7 +313,7 @@ ygg_check_anyip(const struct in6_addr *subnet, char **cause)
 	    errno != EINPROGRESS)
 		goto fail;
 	errno = ETIMEDOUT;
-	if (wait_fd(c, POLLOUT, now_mono() + 1.0) == -1)
+	if (wait_fd(c, POLLOUT, clock_now() + 1.0) == -1)
 		goto fail;
 	if (getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &elen) == -1 || err) {
 		errno = err;

@@ -1,0 +1,12 @@
+/* Monotonic time and libevent timers in seconds, as every module counts them. */
+#ifndef BG_CLOCK_H
+#define BG_CLOCK_H
+
+#include <event2/event.h>
+
+/* Seconds on the monotonic clock. */
+double clock_now(void);
+/* (Re)arms ev to fire after seconds (negative: at once). */
+void timer_after(struct event *ev, double seconds);
+
+#endif
