@@ -332,6 +332,40 @@ contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 	return c;
 }
 
+static void undeliverable(struct bridge *b, const struct store_msg *m,
+    const char *why);
+
+struct dropped {
+	struct bridge *b;
+	int64_t *ids;
+	size_t n;
+};
+
+static int
+drop_one(void *arg, const struct store_msg *m)
+{
+	struct dropped *d = arg;
+
+	undeliverable(d->b, m, "you removed this contact before it could be "
+	    "delivered");
+	d->ids = xrealloc(d->ids, (d->n + 1) * sizeof(*d->ids));
+	d->ids[d->n++] = m->id;
+	return 0;
+}
+
+/* Messages queued for a contact that is going: their senders hear now. */
+static void
+drop_queue(struct bridge *b, struct user *u, const struct barev_jid *who)
+{
+	struct dropped d = { b, NULL, 0 };
+	size_t i;
+
+	store_msg_each_for(b->st, u->jid, who, drop_one, &d);
+	for (i = 0; i < d.n; i++)
+		store_msg_del(b->st, d.ids[i]);
+	free(d.ids);
+}
+
 static void
 contact_drop(struct bridge *b, struct user *u, struct contact *c,
     const char *bare)
@@ -344,6 +378,7 @@ contact_drop(struct bridge *b, struct user *u, struct contact *c,
 		presence_from_contact(b, &who, bare, "unavailable", NULL);
 	presence_from_contact(b, &who, bare, "unsubscribed", NULL);
 	presence_from_contact(b, &who, bare, "unsubscribe", NULL);
+	drop_queue(b, u, &who);
 	store_contact_del(b->st, u->jid, &who);
 	user_contact_remove(u, c);
 	b->net.unwant(b->net.barev_arg, &u->id, &who);
@@ -729,16 +764,15 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	free(in);
 }
 
-static int
-expired_one(void *arg, const struct store_msg *m)
+/* An error to the sender of a message that will never be delivered. */
+static void
+undeliverable(struct bridge *b, const struct store_msg *m, const char *why)
 {
-	struct bridge *b = arg;
 	char *from = contact_jid(b, &m->to), text[512], who[BAREV_JID_STRLEN];
 	xmpp_stanza_t *e, *err;
 
-	snprintf(text, sizeof(text), "Not delivered: %s could not be reached "
-	    "for %.0f hours, so the gateway gave up on this message.",
-	    barev_jid_format(&m->to, who), b->conf->message_lifetime / 3600);
+	snprintf(text, sizeof(text), "Not delivered to %s: %s.",
+	    barev_jid_format(&m->to, who), why);
 	e = new_stanza(b, "message", from, m->sender, "error");
 	if (m->stanza_id != NULL)
 		xmpp_stanza_set_id(e, m->stanza_id);
@@ -749,6 +783,32 @@ expired_one(void *arg, const struct store_msg *m)
 	stanza_add_text(stanza_add_child(err, "text", NS_STANZAS), text);
 	xsend(b, e);
 	free(from);
+}
+
+/* "90 seconds", "7 days": how long, as a person says it. */
+static void
+human_duration(double s, char *buf, size_t len)
+{
+	if (s < 120)
+		snprintf(buf, len, "%.0f seconds", s);
+	else if (s < 7200)
+		snprintf(buf, len, "%.0f minutes", s / 60);
+	else if (s < 172800)
+		snprintf(buf, len, "%.0f hours", s / 3600);
+	else
+		snprintf(buf, len, "%.0f days", s / 86400);
+}
+
+static int
+expired_one(void *arg, const struct store_msg *m)
+{
+	struct bridge *b = arg;
+	char why[160], span[32];
+
+	human_duration(b->conf->message_lifetime, span, sizeof(span));
+	snprintf(why, sizeof(why), "the contact could not be reached for %s, "
+	    "so the gateway gave up", span);
+	undeliverable(b, m, why);
 	return 0;
 }
 
