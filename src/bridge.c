@@ -297,9 +297,12 @@ stranger_find(struct bridge *b, const char *user_jid,
 
 static void
 stranger_forget(struct bridge *b, const char *user_jid,
-    const struct barev_jid *who)
+    const struct barev_jid *who_arg)
 {
-	struct stranger **sp, *s = stranger_find(b, user_jid, who, &sp);
+	/* who_arg may point into the record freed below. */
+	struct barev_jid who = *who_arg;
+	char *jid = xstrdup(user_jid);
+	struct stranger **sp, *s = stranger_find(b, jid, &who, &sp);
 
 	if (s != NULL) {
 		*sp = s->next;
@@ -307,7 +310,8 @@ stranger_forget(struct bridge *b, const char *user_jid,
 		free(s->user_jid);
 		free(s);
 	}
-	store_pending_del(b->st, user_jid, who);
+	store_pending_del(b->st, jid, &who);
+	free(jid);
 }
 
 /* The user's subscribe or subscribed to a contact JID: make it a contact. */
