@@ -59,6 +59,7 @@ struct stranger {
 	struct bridge *b;
 	char *user_jid;
 	struct barev_jid who;
+	struct shown seen; /* its presence, shown once the user accepts */
 	int64_t last_asked;
 	struct event *ev_timeout;
 	struct stranger *next;
@@ -221,9 +222,13 @@ went_online(struct bridge *b, struct user *u)
 	struct contact *c;
 
 	log_info("bridge: user online jid=%s", u->jid);
-	for (c = u->contacts; c != NULL; c = c->next)
+	for (c = u->contacts; c != NULL; c = c->next) {
+		/* A contact that dialled in while the user was away is told now. */
+		if (c->pipe_up)
+			send_user_presence(b, u, c);
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
 		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+	}
 }
 
 static void
@@ -307,6 +312,7 @@ stranger_forget(struct bridge *b, const char *user_jid,
 	if (s != NULL) {
 		*sp = s->next;
 		event_free(s->ev_timeout);
+		shown_clear(&s->seen);
 		free(s->user_jid);
 		free(s);
 	}
@@ -319,10 +325,16 @@ static struct contact *
 contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 {
 	struct contact *c = user_contact(u, who);
+	struct stranger *s = stranger_find(b, u->jid, who, NULL);
 	int up;
 
 	if (c == NULL)
 		c = user_contact_add(u, who, 0);
+	if (s != NULL && s->seen.available && !c->seen.available) {
+		/* What the stranger said while waiting is its presence now. */
+		c->seen = s->seen;
+		memset(&s->seen, 0, sizeof(s->seen));
+	}
 	stranger_forget(b, u->jid, who);
 	up = b->net.is_up(b->net.barev_arg, &u->id, who);
 	if (up && !c->pipe_up) {
@@ -425,6 +437,8 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		c = contact_accept(b, u, who);
 		c->sub_from = 1;
 		contact_save(b, u, c);
+		if (c->seen.available)
+			presence_from_contact(b, who, bare, NULL, &c->seen);
 		return;
 	}
 	if (strcmp(type, "unsubscribe") == 0 ||
@@ -917,6 +931,7 @@ unregister(struct bridge *b, struct user *u)
 	}
 	store_user_del(b->st, bare);
 	users_remove(b->users, u);
+	xsend(b, new_stanza(b, "presence", b->domain, bare, "unavailable"));
 	xsend(b, new_stanza(b, "presence", b->domain, bare, "unsubscribed"));
 	xsend(b, new_stanza(b, "presence", b->domain, bare, "unsubscribe"));
 	free(bare);
@@ -1589,9 +1604,10 @@ on_stranger_timeout(evutil_socket_t fd, short what, void *arg)
 	struct stranger *s = arg;
 	struct bridge *b = s->b;
 	struct user *u = users_get(b->users, s->user_jid);
+	char who[BAREV_JID_STRLEN];
 
-	log_info("bridge: request unanswered; closing the pipe user=%s",
-	    s->user_jid);
+	log_info("bridge: request unanswered; closing the pipe user=%s peer=%s",
+	    s->user_jid, barev_jid_format(&s->who, who));
 	if (u != NULL && user_contact(u, &s->who) == NULL)
 		b->net.unwant(b->net.barev_arg, &u->id, &s->who);
 }
@@ -1665,42 +1681,67 @@ cb_down(void *arg, const struct barev_jid *local,
 	}
 }
 
-static void
-contact_presence(struct bridge *b, struct user *u, struct contact *c,
-    xmpp_stanza_t *st)
+/*
+ * A Barev presence as shown: 0 and *out set, or -1 if it is no presence
+ * (subscriptions, errors). The Pascal library says offline with a show.
+ */
+static int
+barev_shown(xmpp_stanza_t *st, struct shown *out)
 {
 	const char *type = xmpp_stanza_get_type(st);
 	char *show = text_of(st, "show", NULL);
 	char *status = text_of(st, "status", NULL);
-	struct shown next;
-	int available;
 	enum barev_show bshow = BSHOW_NONE;
+	int available, rc = -1;
 
-	memset(&next, 0, sizeof(next));
-	/* The Pascal library says offline with a show. */
-	available = type == NULL && !(show && strcmp(show, "offline") == 0);
+	memset(out, 0, sizeof(*out));
 	if (type != NULL && strcmp(type, "unavailable") != 0)
-		goto out; /* subscriptions and errors mean nothing here */
+		goto out;
+	available = type == NULL && !(show && strcmp(show, "offline") == 0);
 	if (show != NULL && (strcmp(show, "away") == 0 ||
 	    strcmp(show, "xa") == 0))
 		bshow = BSHOW_AWAY;
 	else if (show != NULL && strcmp(show, "dnd") == 0)
 		bshow = BSHOW_DND;
-	shown_set(&next, available, bshow, available ? status : NULL);
+	shown_set(out, available, bshow, available ? status : NULL);
+	rc = 0;
+out:
+	free(show);
+	free(status);
+	return rc;
+}
+
+static void
+contact_presence(struct bridge *b, struct user *u, struct contact *c,
+    xmpp_stanza_t *st)
+{
+	struct shown next;
+
 	/* The Pascal library sends every presence twice. */
-	if (shown_equal(&next, &c->seen))
-		goto out;
+	if (barev_shown(st, &next) == -1 || shown_equal(&next, &c->seen)) {
+		shown_clear(&next);
+		return;
+	}
 	shown_clear(&c->seen);
 	c->seen = next;
-	memset(&next, 0, sizeof(next));
 	if (c->seen.available)
 		presence_from_contact(b, &c->who, u->jid, NULL, &c->seen);
 	else
 		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
-out:
-	shown_clear(&next);
-	free(show);
-	free(status);
+}
+
+/* A stranger's presence is kept for when the user accepts it. */
+static void
+stranger_presence(struct bridge *b, struct user *u,
+    const struct barev_jid *who, xmpp_stanza_t *st)
+{
+	struct stranger *s = stranger_find(b, u->jid, who, NULL);
+	struct shown next;
+
+	if (s == NULL || barev_shown(st, &next) == -1)
+		return;
+	shown_clear(&s->seen);
+	s->seen = next;
 }
 
 static void
@@ -1763,7 +1804,10 @@ cb_stanza(void *arg, const struct barev_jid *local,
 		return -1;
 	}
 	if (c == NULL) {
-		log_debug("bridge: %s from a stranger dropped", name);
+		if (u != NULL && strcmp(name, "presence") == 0)
+			stranger_presence(b, u, remote, st);
+		else
+			log_debug("bridge: %s from a stranger dropped", name);
 		return 0;
 	}
 	if (strcmp(name, "presence") == 0)
@@ -1893,6 +1937,7 @@ bridge_free(struct bridge *b)
 	while ((s = b->strangers) != NULL) {
 		b->strangers = s->next;
 		event_free(s->ev_timeout);
+		shown_clear(&s->seen);
 		free(s->user_jid);
 		free(s);
 	}
