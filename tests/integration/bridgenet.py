@@ -800,9 +800,10 @@ def ref_bodies(peer, buddy=None):
 # --- one server, its gateways, users and peers -----------------------------
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw",
-             "mallory": "mallory-pw"}
+             "mallory": "mallory-pw", "dora": "dora-pw"}
 # Allowed by access.jids (domains names another domain); mallory is not.
-ALLOWED = ("alice@localhost", "bob@localhost", "carol@localhost")
+ALLOWED = ("alice@localhost", "bob@localhost", "carol@localhost",
+           "dora@localhost")
 
 
 class BridgeWorld:

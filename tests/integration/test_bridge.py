@@ -1081,6 +1081,90 @@ def kill9_burst(w):
     gw.check_alive()
 
 
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+
+
+def command(u, node, fields=None, action=None, sid=None):
+    """Runs an ad-hoc command step; returns the <command/> of the answer."""
+    x = ""
+    if fields is not None:
+        x = '<x xmlns="%s" type="submit">%s</x>' % (NS_XDATA, "".join(
+            '<field var="%s"><value>%s</value></field>' % (k, B.xml_escape(v))
+            for k, v in fields.items()))
+    attrs = ' node="%s"' % node
+    if action:
+        attrs += ' action="%s"' % action
+    if sid:
+        attrs += ' sessionid="%s"' % sid
+    r = ok_result(u.iq(COMPONENT, '<command xmlns="%s"%s>%s</command>'
+                       % (NS_COMMANDS, attrs, x), type="set"),
+                  "command %s" % node)
+    c = r.find(q(NS_COMMANDS, "command"))
+    if c is None:
+        raise AssertionError("no <command/> in %s" % show(r))
+    return c
+
+
+def note(c):
+    n = c.find(q(NS_COMMANDS, "note"))
+    return (n.get("type"), n.text or "") if n is not None else (None, "")
+
+
+def adhoc_commands(w):
+    """XEP-0050: Register, My Barev address, Set a contact's port, Get an
+    address of my own (shared mode: refused), cancel, Unregister."""
+    gw = w.gateway()
+    dora = w.user("dora")
+    r = ok_result(dora.iq(COMPONENT, '<query xmlns="%s" node="%s"/>'
+                          % (NS_DISCO_ITEMS, NS_COMMANDS)), "command list")
+    nodes = sorted(i.get("node") for i in r.iter(q(NS_DISCO_ITEMS, "item")))
+    assert_eq(nodes, sorted(["register", "unregister", "address",
+                             "contact-port", "own-address"]), "commands")
+    c = command(dora, "address")
+    assert_eq(note(c)[0], "error", "address before registering")
+    # Register: a form, then the submission.
+    c = command(dora, "register")
+    assert_eq(c.get("status"), "executing", "register step 1")
+    x = c.find(q(NS_XDATA, "x"))
+    fields = {f.get("var"): B.child_text(f, NS_XDATA, "value")
+              for f in x.findall(q(NS_XDATA, "field"))}
+    assert_eq(fields.get("username"), "dora", "default nickname")
+    m = dora.mark()
+    c = command(dora, "register", {"username": "Dora"},
+                sid=c.get("sessionid"))
+    assert_eq((c.get("status"), note(c)[0]), ("completed", "info"),
+              "register step 2")
+    dora.take(is_msg(COMPONENT), since=m, what="the welcome message")
+    assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
+                    ("dora@localhost",)), [("Dora",)], "stored user")
+    c = command(dora, "address")
+    if "Dora@%s" % B.GW not in note(c)[1]:
+        raise AssertionError("address note: %r" % (note(c),))
+    # A contact's port.
+    inky = INKY
+    c = command(dora, "contact-port", {"contact": inky, "port": "1337"})
+    assert_eq(note(c)[0], "error", "port of a non-contact")
+    B.add_contact(dora, inky)
+    c = command(dora, "contact-port", {"contact": inky, "port": "99999"})
+    assert_eq(note(c)[0], "error", "port out of range")
+    c = command(dora, "contact-port")
+    assert_eq(c.get("status"), "executing", "contact-port form")
+    c = command(dora, "contact-port", {"contact": inky, "port": "1337"})
+    assert_eq(note(c)[0], "info", "contact-port")
+    assert_eq(gw.db("SELECT port FROM contacts WHERE user_jid = ?",
+                    ("dora@localhost",)), [(1337,)], "stored port")
+    c = command(dora, "own-address")
+    assert_eq(note(c)[0], "error", "own-address in shared mode")
+    c = command(dora, "register", action="cancel")
+    assert_eq(c.get("status"), "canceled", "cancel")
+    c = command(dora, "unregister")
+    assert_eq(note(c)[0], "info", "unregister")
+    assert_eq(gw.db("SELECT count(*) FROM users WHERE jid = ?",
+                    ("dora@localhost",)), [(0,)], "user after unregister")
+    gw.check_alive()
+
+
 # ---------------------------------------------------------------------------
 
 SCENARIOS = [
@@ -1098,6 +1182,8 @@ SCENARIOS = [
     ("strangers: accept, refuse, timeout, stored request", strangers),
     ("two users share one contact; inbound routed by `to`", shared_contact),
     ("unregister removes everything", unregister),
+    ("ad-hoc commands: register, address, contact port, unregister",
+     adhoc_commands),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
