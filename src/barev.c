@@ -24,6 +24,9 @@
 #ifndef IPV6_FREEBIND
 #define IPV6_FREEBIND 78
 #endif
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 /* Sockets below this stay free for libstrophe's select(). */
 #define FD_HIGH_BASE 1024
@@ -892,6 +895,13 @@ dial(struct pair *P)
 	 * a per-user address from an AnyIP route be bound without adding it.
 	 */
 	setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one));
+	/*
+	 * Let connect() pick the port from the whole 4-tuple: a port reserved
+	 * by bind() makes the kernel scan every port in use on the address,
+	 * which dominated start-up with thousands of pipes (tests/bench) and
+	 * caps one address at the ~28,000 ephemeral ports.
+	 */
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) == -1) {
 		log_warn("pair %s: cannot bind source address %s: %s", P->name,
 		    addr_format(&P->local.addr, text), strerror(errno));

@@ -1,8 +1,11 @@
 #include "config.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "clock.h"
@@ -103,7 +106,7 @@ static int
 on_sockopt(xmpp_conn_t *conn, void *sock)
 {
 	struct component *c = sock_owner;
-	int fd = *(int *)sock;
+	int fd = *(int *)sock, one = 1;
 
 	/* Libstrophe select()s on this fd: at 1024 or above it would corrupt memory. */
 	if (fd >= FD_SETSIZE) {
@@ -116,6 +119,12 @@ on_sockopt(xmpp_conn_t *conn, void *sock)
 	c->ev_read = event_new(c->base, fd, EV_READ | EV_PERSIST, on_socket, c);
 	c->ev_write = event_new(c->base, fd, EV_WRITE, on_socket, c);
 	event_add(c->ev_read, NULL);
+	/*
+	 * Each stanza leaves at once: with Nagle, one written while the
+	 * previous is unacknowledged waits for the server's delayed ACK
+	 * (40 ms stalls at 1,000 msg/s in tests/bench).
+	 */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return xmpp_sockopt_cb_keepalive(conn, sock);
 }
 

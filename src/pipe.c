@@ -657,12 +657,7 @@ pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
 		p->cb->confirmed(p->cb_arg, p, token, PIPE_LOST);
 		return;
 	}
-	pipe_send(p, st);
-	snprintf(buf, sizeof(buf),
-	    "<iq type=\"get\" id=\"ack-%llu\" from=\"%s\" to=\"%s\">"
-	    "<ping xmlns=\"" NS_PING "\"/></iq>",
-	    (unsigned long long)token, p->local_text, p->remote_text);
-	write_str(p, buf);
+	/* Recorded first: if the pipe dies while writing, it is reported lost. */
 	if (p->nconfirms == p->capconfirms) {
 		p->capconfirms = p->capconfirms ? p->capconfirms * 2 : 8;
 		p->confirms = xrealloc(p->confirms,
@@ -671,7 +666,13 @@ pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
 	p->confirms[p->nconfirms].token = token;
 	p->confirms[p->nconfirms].sent_at = clock_now();
 	p->nconfirms++;
-	if (p->nconfirms == 1 && !p->ping_pending)
+	pipe_send(p, st);
+	snprintf(buf, sizeof(buf),
+	    "<iq type=\"get\" id=\"ack-%llu\" from=\"%s\" to=\"%s\">"
+	    "<ping xmlns=\"" NS_PING "\"/></iq>",
+	    (unsigned long long)token, p->local_text, p->remote_text);
+	write_str(p, buf);
+	if (p->state == PIPE_OPEN && p->nconfirms == 1 && !p->ping_pending)
 		timer_after(p->ev_timer, p->params->ping_timeout);
 }
 

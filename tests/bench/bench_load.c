@@ -47,6 +47,7 @@
 #define CHUNK 64                  /* messages written at once in bulk runs */
 #define BUCKET 0.1                /* seconds per accept-rate bucket */
 #define MAX_BUCKETS 6000
+#define MAX_BULK_PAIRS 1000       /* relay and e2e: pairs that carry traffic */
 
 enum kind { K_COMP_LISTEN, K_COMP, K_PEER_LISTEN, K_PEER, K_C2S, K_TIMER };
 
@@ -104,6 +105,7 @@ struct opts {
 	int window;
 	int rate;
 	double seconds;
+	double batch_seconds;     /* adaptive batch size: this long at the warm-up's rate */
 	int dead_every;           /* every n-th contact is unreachable (0: none) */
 	char *stages;             /* idle: users online at each stage */
 	int ka_windows;
@@ -132,6 +134,7 @@ static struct opts O = {
 	.window = 2000,
 	.rate = 1000,
 	.seconds = 4,
+	.batch_seconds = 4,
 	.dead_every = 0,
 	.stages = NULL,
 	.ka_windows = 5,
@@ -1291,7 +1294,8 @@ static int pred_ups(void) { return G.ups >= want_ups; }
 
 static enum dir cur_dir;
 static long cur_total;
-static struct conn *cur_srcs[65536];
+#define MAX_SENDERS 65536
+static struct conn *cur_srcs[MAX_SENDERS];
 static int cur_nsrcs;
 static unsigned cur_rr;
 
@@ -1440,12 +1444,12 @@ set_senders(enum dir d)
 	cur_nsrcs = 0;
 	cur_rr = 0;
 	if (d == TO_XMPP) {
-		for (i = 0; i < G.npairs; i++)
+		for (i = 0; i < G.npairs && cur_nsrcs < MAX_SENDERS; i++)
 			if (G.pairs[i].peer != NULL)
 				cur_srcs[cur_nsrcs++] = G.pairs[i].peer;
 	} else if (G.comp == NULL || d == DIRECT) {
 		/* XMPP clients send (end to end). */
-		for (i = 0; i < G.nc2s; i++)
+		for (i = 0; i < G.nc2s && cur_nsrcs < MAX_SENDERS; i++)
 			if ((d == DIRECT && G.c2s[i]->role == 1) ||
 			    (d != DIRECT && G.c2s[i]->role == 0))
 				cur_srcs[cur_nsrcs++] = G.c2s[i];
@@ -1462,7 +1466,7 @@ reset_counts(void)
 }
 
 /* One bulk batch: rate, gateway CPU per 100k, our own CPU per 100k. */
-static void
+static double
 bulk_batch(const char *prefix, enum dir d, long total, int report)
 {
 	double t0, t1, c0, c1, s0, s1, p0 = 0, p1 = 0;
@@ -1486,7 +1490,7 @@ bulk_batch(const char *prefix, enum dir d, long total, int report)
 	if (O.srv_pid > 0)
 		p1 = proc_cpu(O.srv_pid);
 	if (!report)
-		return;
+		return (double)total / (t1 - t0);
 	snprintf(name, sizeof(name), "%s.%s.rate", prefix, dir_name(d));
 	result(name, "msg/s", "%.0f", (double)total / (t1 - t0));
 	if (d != DIRECT) {
@@ -1505,6 +1509,33 @@ bulk_batch(const char *prefix, enum dir d, long total, int report)
 	snprintf(name, sizeof(name), "%s.%s.loadgen_cpu_per_100k", prefix,
 	    dir_name(d));
 	result(name, "s", "%.3f", (s1 - s0) / (double)total * 1e5);
+	return (double)total / (t1 - t0);
+}
+
+/*
+ * A warm-up batch, then O.batches measured ones of O.msgs messages, or,
+ * with O.msgs 0, of as many as the warm-up's rate sends in O.batch_seconds.
+ */
+static void
+bulk_series(const char *prefix, enum dir d)
+{
+	double rate = bulk_batch(prefix, d, O.warmup, 0);
+	char name[128];
+	long n = O.msgs;
+	int b;
+
+	if (n <= 0) {
+		n = (long)(rate * O.batch_seconds / 1000.0 + 0.5) * 1000;
+		if (n < 5000)
+			n = 5000;
+		if (n > 2000000)
+			n = 2000000;
+	}
+	snprintf(name, sizeof(name), "%s.%s.msgs_per_batch", prefix,
+	    dir_name(d));
+	result(name, "msgs", "%ld", n);
+	for (b = 0; b < O.batches; b++)
+		bulk_batch(prefix, d, n, 1);
 }
 
 static int
@@ -1581,7 +1612,7 @@ build_pairs(void)
 		user_jid(i / O.contacts, p->user_full, sizeof(p->user_full), 1);
 	}
 	/* Bulk chunks are built only for the small relay set-ups. */
-	if (G.npairs > 1000)
+	if (G.npairs > MAX_BULK_PAIRS)
 		return;
 	for (i = 0; i < G.npairs; i++) {
 		p = &G.pairs[i];
@@ -1674,6 +1705,8 @@ mode_relay(void)
 {
 	int u, b;
 
+	if (G.npairs > MAX_BULK_PAIRS)
+		die("relay: at most %d users x contacts", MAX_BULK_PAIRS);
 	open_listeners(1, 1);
 	start_gateway();
 	link_up();
@@ -1685,16 +1718,10 @@ mode_relay(void)
 	want_ups = reachable_pairs(O.users);
 	must(pred_ups, 60, "the pipes to come up");
 	note("%ld pipes up", G.ups);
-	if (dir_wanted("to-barev")) {
-		bulk_batch("relay", TO_BAREV, O.warmup, 0);
-		for (b = 0; b < O.batches; b++)
-			bulk_batch("relay", TO_BAREV, O.msgs, 1);
-	}
-	if (dir_wanted("to-xmpp")) {
-		bulk_batch("relay", TO_XMPP, O.warmup, 0);
-		for (b = 0; b < O.batches; b++)
-			bulk_batch("relay", TO_XMPP, O.msgs, 1);
-	}
+	if (dir_wanted("to-barev"))
+		bulk_series("relay", TO_BAREV);
+	if (dir_wanted("to-xmpp"))
+		bulk_series("relay", TO_XMPP);
 	if (dir_wanted("latency")) {
 		for (b = 0; b < O.batches; b++)
 			paced_batch("latency", TO_BAREV);
@@ -1727,7 +1754,7 @@ mode_e2e(void)
 {
 	char local[64];
 	struct conn *c;
-	int u, b, i;
+	int u, i;
 
 	G.c2s = xmalloc((size_t)(O.users + 2 * O.direct_pairs) *
 	    sizeof(*G.c2s));
@@ -1744,11 +1771,8 @@ mode_e2e(void)
 	for (i = 0; i < G.nc2s; i++)
 		if (G.c2s[i]->role == 1)
 			c2s_chunk(G.c2s[i]);
-	if (dir_wanted("direct")) {
-		bulk_batch("e2e", DIRECT, O.warmup, 0);
-		for (b = 0; b < O.batches; b++)
-			bulk_batch("e2e", DIRECT, O.msgs, 1);
-	}
+	if (dir_wanted("direct"))
+		bulk_series("e2e", DIRECT);
 	start_gateway();
 	for (u = 0; u < O.users; u++) {
 		snprintf(local, sizeof(local), "eu%d", u);
@@ -1764,16 +1788,10 @@ mode_e2e(void)
 	for (i = 0; i < G.nc2s; i++)
 		if (G.c2s[i]->role == 0)
 			c2s_chunk(G.c2s[i]);
-	if (dir_wanted("to-barev")) {
-		bulk_batch("e2e", TO_BAREV, O.warmup, 0);
-		for (b = 0; b < O.batches; b++)
-			bulk_batch("e2e", TO_BAREV, O.msgs, 1);
-	}
-	if (dir_wanted("to-xmpp")) {
-		bulk_batch("e2e", TO_XMPP, O.warmup, 0);
-		for (b = 0; b < O.batches; b++)
-			bulk_batch("e2e", TO_XMPP, O.msgs, 1);
-	}
+	if (dir_wanted("to-barev"))
+		bulk_series("e2e", TO_BAREV);
+	if (dir_wanted("to-xmpp"))
+		bulk_series("e2e", TO_XMPP);
 }
 
 /* Brings users [from, to) online and waits for their pipes. */
@@ -1913,6 +1931,7 @@ main(int argc, char **argv)
 		{ "window", required_argument, NULL, 'W' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "seconds", required_argument, NULL, 'S' },
+		{ "batch-seconds", required_argument, NULL, 'T' },
 		{ "dead-every", required_argument, NULL, 'x' },
 		{ "stages", required_argument, NULL, 'g' },
 		{ "ka-windows", required_argument, NULL, 'k' },
@@ -1945,6 +1964,7 @@ main(int argc, char **argv)
 		case 'W': O.window = atoi(optarg); break;
 		case 'r': O.rate = atoi(optarg); break;
 		case 'S': O.seconds = atof(optarg); break;
+		case 'T': O.batch_seconds = atof(optarg); break;
 		case 'x': O.dead_every = atoi(optarg); break;
 		case 'g': O.stages = optarg; break;
 		case 'k': O.ka_windows = atoi(optarg); break;

@@ -413,12 +413,13 @@ class Bench:
     def relay(self, latency_only=False):
         r = Run(self, "relay" if not latency_only else "latency")
         try:
-            n = self.args.relay_msgs or (20000 if self.quick else 200000)
+            n = self.args.relay_msgs
             dirs = "latency" if latency_only else self.args.relay_dirs
             conf = gateway_conf("@STATEDIR@")
             self.add(r.load("relay", [
                 "--users", "10", "--contacts", "10",
-                "--msgs", str(n), "--warmup", str(n // 10),
+                "--msgs", str(n), "--warmup", "10000",
+                "--batch-seconds", "1" if self.quick else "4",
                 "--batches", str(self.batches), "--window", "2000",
                 "--rate", "1000", "--seconds", "2" if self.quick else "4",
                 "--comp-port", str(COMP_PORT), "--peer-port", str(PEER_PORT),
@@ -432,12 +433,13 @@ class Bench:
     def e2e(self):
         r = Run(self, "e2e")
         try:
-            n = self.args.e2e_msgs or (10000 if self.quick else 50000)
+            n = self.args.e2e_msgs
             srv = r.start_prosody()
             conf = gateway_conf("@STATEDIR@")
             self.add(r.load("e2e", [
                 "--users", "10", "--contacts", "10", "--direct-pairs", "10",
-                "--msgs", str(n), "--warmup", str(n // 10),
+                "--msgs", str(n), "--warmup", "5000",
+                "--batch-seconds", "1" if self.quick else "3",
                 "--batches", str(self.batches), "--window", "2000",
                 "--c2s-port", str(C2S_PORT), "--peer-port", str(PEER_PORT),
                 "--server-pid", str(srv),
@@ -603,13 +605,16 @@ def report(bench, meta, out_path):
         rows.append((name, med, min(vals), max(vals), len(vals),
                      bench.units[name], tgt[1] if tgt else "", status))
     w = max([len(r[0]) for r in rows] + [10])
-    lines = ["%-*s %12s %12s %12s %4s  %-7s %-10s %s" %
-             (w, "figure", "median", "min", "max", "n", "unit", "target",
-              "")]
+    lines = [("%-*s %12s %12s %12s %4s  %-7s %-10s" %
+              (w, "figure", "median", "min", "max", "n", "unit",
+               "target")).rstrip()]
     for name, med, lo, hi, n, unit, tgt, status in rows:
-        lines.append("%-*s %12s %12s %12s %4d  %-7s %-10s %s" %
-                     (w, name, fmt(med), fmt(lo), fmt(hi), n, unit, tgt,
-                      status))
+        lines.append(("%-*s %12s %12s %12s %4d  %-7s %-10s %s" %
+                      (w, name, fmt(med), fmt(lo), fmt(hi), n, unit, tgt,
+                       status)).rstrip())
+    with open("/proc/loadavg") as f:
+        meta = meta + [("load average at end",
+                        " ".join(f.read().split()[:3]))]
     print("\n".join("# %s: %s" % kv for kv in meta))
     print("\n".join(lines))
     print("# seconds per scenario: " + ", ".join(
@@ -651,6 +656,7 @@ def meta_lines(bench):
             ("machine", "%s, %d cores, Linux %s" % (cpu, os.cpu_count(),
                                                     platform.release())),
             ("load average at start", load),
+            ("gateway CFLAGS", os.environ.get("BENCH_CFLAGS", "unknown")),
             ("runs per figure", str(bench.batches))]
 
 
@@ -675,10 +681,12 @@ def main():
     ap.add_argument("--out", default=os.path.join("tests", "bench",
                                                   "results.txt"))
     ap.add_argument("--relay-msgs", type=int, default=0,
-                    help="messages per relay batch (default 200000)")
+                    help="messages per relay batch (default: 4 s worth at "
+                    "the warm-up's rate)")
     ap.add_argument("--relay-dirs", default="to-barev,to-xmpp")
     ap.add_argument("--e2e-msgs", type=int, default=0,
-                    help="messages per end-to-end batch (default 50000)")
+                    help="messages per end-to-end batch (default: 3 s worth "
+                    "at the warm-up's rate)")
     ap.add_argument("--dials-per-second", type=int, default=1000)
     ap.add_argument("--no-rt", action="store_true",
                     help="latency runs without SCHED_FIFO (by default the "
