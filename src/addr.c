@@ -79,7 +79,8 @@ addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
 		hlen = (size_t)(close - s - 1);
 		if (close[1] == ':') {
 			if (parse_port(close + 2, port) == -1) {
-				*cause = "port must be a number from 0 (any free port) to 65535";
+				*cause = "port must be a number from 0 (any "
+					 "free port) to 65535";
 				return -1;
 			}
 		} else if (close[1] != '\0') {
@@ -89,13 +90,15 @@ addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
 		s++;
 	} else if (s[0] == ':' && s[1] != ':') {
 		if (parse_port(s + 1, port) == -1) {
-			*cause = "port must be a number from 0 (any free port) to 65535";
+			*cause = "port must be a number from 0 (any free port) "
+				 "to 65535";
 			return -1;
 		}
 		return 0;
 	} else if (strchr(s, ':') == NULL) {
 		if (parse_port(s, port) == -1) {
-			*cause = "expected \"[address]:port\", \"address\" or a port";
+			*cause = "expected \"[address]:port\", \"address\" or "
+				 "a port";
 			return -1;
 		}
 		return 0;

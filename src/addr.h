@@ -15,7 +15,7 @@ int addr_equal(const struct in6_addr *a, const struct in6_addr *b);
 /* Inside 200::/7, which holds Yggdrasil node addresses (200::/8) and subnets (300::/8). */
 int addr_is_yggdrasil(const struct in6_addr *a);
 /* "[addr]:port", "addr" (with default_port) or ":port"/"port" (any address); port 0 = any free port. 0 or -1 + cause. */
-int addr_parse_listen(const char *s, uint16_t default_port, struct in6_addr *addr,
-    uint16_t *port, const char **cause);
+int addr_parse_listen(const char *s, uint16_t default_port,
+    struct in6_addr *addr, uint16_t *port, const char **cause);
 
 #endif

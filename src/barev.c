@@ -63,8 +63,8 @@ struct pair {
 	int wanted;
 	int up;
 	int queued;
-	struct conn *out;    /* our dial, until it dies */
-	struct conn *in;     /* the peer's pipe, once open */
+	struct conn *out; /* our dial, until it dies */
+	struct conn *in; /* the peer's pipe, once open */
 	struct conn *active; /* the settled one of out and in */
 	unsigned attempt;
 	struct event *ev_redial;
@@ -104,8 +104,8 @@ struct barev {
 
 	struct listener *listeners;
 	size_t nlisteners;
-	void *pairs;     /* tsearch tree of struct pair */
-	void *addrs;     /* tsearch tree of struct addr_stat */
+	void *pairs; /* tsearch tree of struct pair */
+	void *addrs; /* tsearch tree of struct addr_stat */
 	struct conn_list conns;
 	struct conn_list dead;
 	unsigned nconns;
@@ -154,7 +154,8 @@ barev_raise_fd_limit(char **cause)
 		return -1;
 	}
 	if (rl.rlim_cur <= FD_HIGH_BASE + 64) {
-		xasprintf(cause, "the open-file limit %llu leaves no room for "
+		xasprintf(cause,
+		    "the open-file limit %llu leaves no room for "
 		    "Barev sockets above fd %d; raise it (e.g. LimitNOFILE="
 		    "65536 in the systemd unit, or ulimit -n)",
 		    (unsigned long long)rl.rlim_cur, FD_HIGH_BASE);
@@ -207,8 +208,8 @@ sweep_visit(const void *node, VISIT which, void *arg)
 		return;
 	if (sw->n == sw->cap) {
 		sw->cap = sw->cap ? sw->cap * 2 : 64;
-		sw->victims = xrealloc(sw->victims,
-		    sw->cap * sizeof(*sw->victims));
+		sw->victims = xrealloc(
+		    sw->victims, sw->cap * sizeof(*sw->victims));
 	}
 	sw->victims[sw->n++] = s;
 }
@@ -270,8 +271,8 @@ pair_find(struct barev *b, const struct barev_jid *local,
 	P->local = *local;
 	P->remote = *remote;
 	P->b = b;
-	snprintf(P->name, sizeof(P->name), "%s>%s",
-	    barev_jid_format(local, l), barev_jid_format(remote, r));
+	snprintf(P->name, sizeof(P->name), "%s>%s", barev_jid_format(local, l),
+	    barev_jid_format(remote, r));
 	P->ev_redial = evtimer_new(b->base, on_redial, P);
 	P->ev_settle = evtimer_new(b->base, on_settle, P);
 	tsearch(P, &b->pairs, pair_cmp);
@@ -374,8 +375,8 @@ schedule_redial(struct pair *P)
 		return;
 	delay = backoff(P);
 	P->attempt++;
-	log_info("pair %s: redial_in_ms=%.0f attempt=%u", P->name,
-	    delay * 1000, P->attempt);
+	log_info("pair %s: redial_in_ms=%.0f attempt=%u", P->name, delay * 1000,
+	    P->attempt);
 	timer_after(P->ev_redial, delay);
 }
 
@@ -512,8 +513,8 @@ parse_peer_jid(struct barev *b, const char *s, struct barev_jid *out)
 {
 	const char *cause;
 
-	return barev_jid_parse(s, b->allow_any ? BAREV_ANY_ADDR : 0, out,
-	    &cause);
+	return barev_jid_parse(
+	    s, b->allow_any ? BAREV_ANY_ADDR : 0, out, &cause);
 }
 
 static int
@@ -570,8 +571,8 @@ reject:
 }
 
 static int
-outbound_header(struct barev *b, struct conn *c, const char *from,
-    const char **condition)
+outbound_header(
+    struct barev *b, struct conn *c, const char *from, const char **condition)
 {
 	const struct barev_jid *want = pipe_remote(c->pipe);
 	struct barev_jid got;
@@ -704,7 +705,8 @@ on_reap(evutil_socket_t fd, short what, void *arg)
 }
 
 static struct conn *
-conn_new(struct barev *b, int fd, enum pipe_dir dir, const struct in6_addr *peer)
+conn_new(
+    struct barev *b, int fd, enum pipe_dir dir, const struct in6_addr *peer)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 
@@ -753,8 +755,8 @@ admit(struct barev *b, const struct in6_addr *peer)
 }
 
 static void
-on_accept(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
 {
 	struct listener *l = arg;
 	struct barev *b = l->b;
@@ -778,7 +780,8 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	if ((fd = barev_fd_high(fd)) == -1) {
-		log_warn("pipe: rejected reason=no-high-fd peer=%s error=\"%s\"",
+		log_warn(
+		    "pipe: rejected reason=no-high-fd peer=%s error=\"%s\"",
 		    addr_format(&peer, text), strerror(errno));
 		return;
 	}
@@ -838,8 +841,8 @@ listen_on(struct barev *b, const struct conf_listen *cl, char **cause)
 			close(fd);
 		return -1;
 	}
-	b->listeners = xrealloc(b->listeners,
-	    (b->nlisteners + 1) * sizeof(*b->listeners));
+	b->listeners = xrealloc(
+	    b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
 	l = &b->listeners[b->nlisteners];
 	l->b = b;
 	l->lev = evconnlistener_new(b->base, on_accept, l,
@@ -911,8 +914,8 @@ dial(struct pair *P)
 	sock_tune(fd);
 	if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == -1 &&
 	    errno != EINPROGRESS) {
-		log_info("pair %s: connect failed: %s", P->name,
-		    strerror(errno));
+		log_info(
+		    "pair %s: connect failed: %s", P->name, strerror(errno));
 		close(fd);
 		return -1;
 	}

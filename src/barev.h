@@ -20,8 +20,8 @@ struct conf;
 struct barev;
 
 enum barev_verdict {
-	BAREV_ALLOW,      /* a known contact of that identity */
-	BAREV_DENY,       /* refuse with not-authorized */
+	BAREV_ALLOW, /* a known contact of that identity */
+	BAREV_DENY, /* refuse with not-authorized */
 };
 
 struct barev_cb {
@@ -53,9 +53,9 @@ struct barev_cb {
 };
 
 /* Listens as configured; NULL and *cause if a listener cannot be opened. */
-struct barev *barev_new(struct event_base *base, xmpp_ctx_t *ctx,
-    const struct conf *conf, const struct barev_cb *cb, void *arg,
-    char **cause);
+struct barev *
+barev_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
+    const struct barev_cb *cb, void *arg, char **cause);
 /* Closes every pipe at once (no waiting) and frees everything. */
 void barev_free(struct barev *b);
 /* Takes the reloadable settings (limits, timers) from a new configuration. */

@@ -115,8 +115,8 @@ contact_jid(const struct bridge *b, const struct barev_jid *who)
 }
 
 static xmpp_stanza_t *
-new_stanza(struct bridge *b, const char *name, const char *from,
-    const char *to, const char *type)
+new_stanza(struct bridge *b, const char *name, const char *from, const char *to,
+    const char *type)
 {
 	xmpp_stanza_t *st = xmpp_stanza_new(b->ctx);
 
@@ -227,7 +227,8 @@ went_online(struct bridge *b, struct user *u)
 		if (c->pipe_up)
 			send_user_presence(b, u, c);
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+		    c->port ? c->port
+			    : (unsigned short)b->conf->barev_default_port);
 	}
 }
 
@@ -245,8 +246,8 @@ went_offline(struct bridge *b, struct user *u)
 }
 
 static void
-user_resource_presence(struct bridge *b, struct user *u, const char *from,
-    xmpp_stanza_t *st)
+user_resource_presence(
+    struct bridge *b, struct user *u, const char *from, xmpp_stanza_t *st)
 {
 	int was = user_online(u);
 	const struct shown *now;
@@ -301,8 +302,8 @@ stranger_find(struct bridge *b, const char *user_jid,
 }
 
 static void
-stranger_forget(struct bridge *b, const char *user_jid,
-    const struct barev_jid *who_arg)
+stranger_forget(
+    struct bridge *b, const char *user_jid, const struct barev_jid *who_arg)
 {
 	/* who_arg may point into the record freed below. */
 	struct barev_jid who = *who_arg;
@@ -344,12 +345,13 @@ contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 	}
 	if (user_online(u))
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+		    c->port ? c->port
+			    : (unsigned short)b->conf->barev_default_port);
 	return c;
 }
 
-static void undeliverable(struct bridge *b, const struct store_msg *m,
-    const char *why);
+static void
+undeliverable(struct bridge *b, const struct store_msg *m, const char *why);
 
 struct dropped {
 	struct bridge *b;
@@ -362,7 +364,8 @@ drop_one(void *arg, const struct store_msg *m)
 {
 	struct dropped *d = arg;
 
-	undeliverable(d->b, m, "you removed this contact before it could be "
+	undeliverable(d->b, m,
+	    "you removed this contact before it could be "
 	    "delivered");
 	d->ids = xrealloc(d->ids, (d->n + 1) * sizeof(*d->ids));
 	d->ids[d->n++] = m->id;
@@ -383,8 +386,8 @@ drop_queue(struct bridge *b, struct user *u, const struct barev_jid *who)
 }
 
 static void
-contact_drop(struct bridge *b, struct user *u, struct contact *c,
-    const char *bare)
+contact_drop(
+    struct bridge *b, struct user *u, struct contact *c, const char *bare)
 {
 	char *cj = contact_jid(b, &c->who);
 	struct barev_jid who = c->who;
@@ -419,7 +422,8 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		if (c != NULL && c->seen.available)
 			presence_from_contact(b, who, bare, NULL, &c->seen);
 		else
-			presence_from_contact(b, who, bare, "unavailable", NULL);
+			presence_from_contact(
+			    b, who, bare, "unavailable", NULL);
 		return;
 	}
 	if (strcmp(type, "subscribe") == 0) {
@@ -557,8 +561,8 @@ barev_message(struct bridge *b, const char *body, const char *xhtml)
 
 /* A body-less typing notification: with a body the reference client drops the text. */
 static void
-send_chat_state(struct bridge *b, struct user *u, struct contact *c,
-    const char *state)
+send_chat_state(
+    struct bridge *b, struct user *u, struct contact *c, const char *state)
 {
 	xmpp_stanza_t *m = xmpp_stanza_new(b->ctx);
 
@@ -601,7 +605,8 @@ on_typing(evutil_socket_t fd, short what, void *arg)
 	while ((t = *tp) != NULL) {
 		u = users_get(b->users, t->user_jid);
 		c = u ? user_contact(u, &t->who) : NULL;
-		if (c != NULL && c->composing && now - c->composing_at > TYPING_MAX)
+		if (c != NULL && c->composing &&
+		    now - c->composing_at > TYPING_MAX)
 			c->composing = 0;
 		if (c == NULL || !c->composing) {
 			*tp = t->next;
@@ -618,7 +623,12 @@ on_typing(evutil_socket_t fd, short what, void *arg)
 }
 
 static const char *const chat_states[] = {
-	"active", "composing", "paused", "inactive", "gone", NULL,
+	"active",
+	"composing",
+	"paused",
+	"inactive",
+	"gone",
+	NULL,
 };
 
 static const char *
@@ -682,7 +692,8 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	/* Stored before anything else happens to it: nothing is lost. */
 	if (store_msg_add(b->st, &m) == -1)
 		error_reply(b, st, "wait", "internal-server-error",
-		    "The gateway could not store this message; it was not sent.");
+		    "The gateway could not store this message; it was not "
+		    "sent.");
 	else
 		flush_queue(b, u, c);
 	free(body);
@@ -718,8 +729,8 @@ flush_one(void *arg, const struct store_msg *m)
 	b->inflight = in;
 	store_msg_set_state(b->st, m->id, STORE_MSG_SENT);
 	st = barev_message(b, m->body, m->xhtml);
-	rc = b->net.send_confirmed(b->net.barev_arg, &f->u->id, &f->c->who, st,
-	    (uint64_t)m->id);
+	rc = b->net.send_confirmed(
+	    b->net.barev_arg, &f->u->id, &f->c->who, st, (uint64_t)m->id);
 	xmpp_stanza_release(st);
 	if (rc == -1) {
 		b->inflight = in->next;
@@ -741,7 +752,8 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 
 	if (!c->pipe_up) {
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port : (unsigned short)b->conf->barev_default_port);
+		    c->port ? c->port
+			    : (unsigned short)b->conf->barev_default_port);
 		return;
 	}
 	store_msg_each_for(b->st, u->jid, &c->who, flush_one, &f);
@@ -824,8 +836,10 @@ expired_one(void *arg, const struct store_msg *m)
 	char why[160], span[32];
 
 	human_duration(b->conf->message_lifetime, span, sizeof(span));
-	snprintf(why, sizeof(why), "the contact could not be reached for %s, "
-	    "so the gateway gave up", span);
+	snprintf(why, sizeof(why),
+	    "the contact could not be reached for %s, "
+	    "so the gateway gave up",
+	    span);
 	undeliverable(b, m, why);
 	return 0;
 }
@@ -959,8 +973,8 @@ own_address(struct bridge *b, const char *bare, struct in6_addr *out)
 
 /* Registers bare as nick; on success tells the user their address. */
 static int
-register_user(struct bridge *b, const char *bare, const char *nick,
-    struct refusal *why)
+register_user(
+    struct bridge *b, const char *bare, const char *nick, struct refusal *why)
 {
 	struct user *u = users_get(b->users, bare);
 	struct barev_jid id;
@@ -970,29 +984,35 @@ register_user(struct bridge *b, const char *bare, const char *nick,
 	why->type = "cancel";
 	if (!access_ok(b, bare)) {
 		why->condition = "not-allowed";
-		snprintf(why->text, sizeof(why->text), "This gateway serves "
+		snprintf(why->text, sizeof(why->text),
+		    "This gateway serves "
 		    "other XMPP domains; ask its operator.");
 		return -1;
 	}
 	if (b->conf->per_user ? !b->node.have_subnet : !b->node.have_addr) {
 		why->condition = "service-unavailable";
-		snprintf(why->text, sizeof(why->text), "This gateway has no "
+		snprintf(why->text, sizeof(why->text),
+		    "This gateway has no "
 		    "Barev (Yggdrasil) address yet; ask its operator.");
 		return -1;
 	}
 	if (barev_nick_check(nick, strlen(nick), &cause) == -1) {
 		why->type = "modify";
 		why->condition = "not-acceptable";
-		snprintf(why->text, sizeof(why->text), "That nickname cannot be "
-		    "used: %s.", cause);
+		snprintf(why->text, sizeof(why->text),
+		    "That nickname cannot be "
+		    "used: %s.",
+		    cause);
 		return -1;
 	}
 	if (u != NULL) {
 		if (strcasecmp(u->id.nick, nick) == 0)
 			return 0;
 		why->condition = "conflict";
-		snprintf(why->text, sizeof(why->text), "You are registered as "
-		    "%s; unregister first to change it.", u->id.nick);
+		snprintf(why->text, sizeof(why->text),
+		    "You are registered as "
+		    "%s; unregister first to change it.",
+		    u->id.nick);
 		return -1;
 	}
 	memset(&id, 0, sizeof(id));
@@ -1004,8 +1024,10 @@ register_user(struct bridge *b, const char *bare, const char *nick,
 	if (store_user_add(b->st, bare, nick, &id.addr, &cause) == -1) {
 		why->condition = "conflict";
 		if (strcmp(cause, "nick taken") == 0)
-			snprintf(why->text, sizeof(why->text), "The nickname %s "
-			    "is taken on this gateway; choose another.", nick);
+			snprintf(why->text, sizeof(why->text),
+			    "The nickname %s "
+			    "is taken on this gateway; choose another.",
+			    nick);
 		else
 			snprintf(why->text, sizeof(why->text), "%s", cause);
 		return -1;
@@ -1019,15 +1041,15 @@ register_user(struct bridge *b, const char *bare, const char *nick,
 	    "Welcome. Your Barev address is %s (port %d). Give it to the "
 	    "people you want to talk to on Barev; they add it as a contact. To "
 	    "add a Barev contact yourself, add nick@their-yggdrasil-address "
-	    "through this gateway (%s).", addr, b->conf->barev_default_port,
-	    b->domain);
+	    "through this gateway (%s).",
+	    addr, b->conf->barev_default_port, b->domain);
 	tell_user(b, bare, text);
 	return 0;
 }
 
 static void
-register_submit(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q,
-    const char *bare)
+register_submit(
+    struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q, const char *bare)
 {
 	struct user *u = users_get(b->users, bare);
 	struct refusal why;
@@ -1068,7 +1090,8 @@ gateway_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q)
 	if (strcmp(type, "get") == 0) {
 		r = stanza_reply(iq, "result");
 		rq = stanza_add_child(r, "query", NS_GATEWAY);
-		stanza_add_text_child(rq, "desc", "Enter the Barev address of "
+		stanza_add_text_child(rq, "desc",
+		    "Enter the Barev address of "
 		    "your contact, nick@yggdrasil-address, e.g. "
 		    "inky@201:af82:9f2f:7809:be0c:360a:1587:6be7");
 		stanza_add_text_child(rq, "prompt", "Barev address");
@@ -1078,8 +1101,9 @@ gateway_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *q)
 	prompt = text_of(q, "prompt", NULL);
 	if (prompt == NULL ||
 	    barev_jid_parse(prompt, peer_flags(b), &who, &cause) == -1) {
-		snprintf(text, sizeof(text), "%s", prompt ? cause :
-		    "expected nick@ipv6, e.g. inky@201:af82::1");
+		snprintf(text, sizeof(text), "%s",
+		    prompt ? cause
+			   : "expected nick@ipv6, e.g. inky@201:af82::1");
 		error_reply(b, iq, "modify", "jid-malformed", text);
 		free(prompt);
 		return;
@@ -1110,10 +1134,10 @@ static void cmd_unregister(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
     xmpp_stanza_t *, const char *);
 static void cmd_address(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
     xmpp_stanza_t *, const char *);
-static void cmd_contact_port(struct bridge *, xmpp_stanza_t *,
-    xmpp_stanza_t *, xmpp_stanza_t *, const char *);
-static void cmd_own_address(struct bridge *, xmpp_stanza_t *,
-    xmpp_stanza_t *, xmpp_stanza_t *, const char *);
+static void cmd_contact_port(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
+    xmpp_stanza_t *, const char *);
+static void cmd_own_address(struct bridge *, xmpp_stanza_t *, xmpp_stanza_t *,
+    xmpp_stanza_t *, const char *);
 
 static const struct command commands[] = {
 	{ "register", "Register", cmd_register },
@@ -1135,8 +1159,8 @@ command_reply(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 
 	xmpp_stanza_set_from(r, b->domain);
 	c = stanza_add_child(r, "command", NS_COMMANDS);
-	xmpp_stanza_set_attribute(c, "node",
-	    xmpp_stanza_get_attribute(cmd, "node"));
+	xmpp_stanza_set_attribute(
+	    c, "node", xmpp_stanza_get_attribute(cmd, "node"));
 	if (sid == NULL) {
 		snprintf(id, sizeof(id), "s-%lu", ++b->serial);
 		sid = id;
@@ -1189,8 +1213,8 @@ cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		local = xstrndup(bare, strcspn(bare, "@"));
 		x = command_form(b, iq, cmd, "Barev gateway registration",
 		    "Choose the nickname your Barev contacts will see.", &r);
-		add_field(x, "text-single", "username", "Barev nickname",
-		    local);
+		add_field(
+		    x, "text-single", "username", "Barev nickname", local);
 		xsend(b, r);
 		free(local);
 		return;
@@ -1202,7 +1226,8 @@ cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	if (register_user(b, bare, nick, &why) == -1)
 		command_done(b, iq, cmd, "error", why.text);
 	else
-		command_done(b, iq, cmd, "info", "You are registered; a "
+		command_done(b, iq, cmd, "info",
+		    "You are registered; a "
 		    "message tells you your Barev address.");
 	free(nick);
 }
@@ -1219,7 +1244,8 @@ cmd_unregister(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		return;
 	}
 	unregister(b, u);
-	command_done(b, iq, cmd, "info", "You are unregistered; your Barev "
+	command_done(b, iq, cmd, "info",
+	    "You are unregistered; your Barev "
 	    "contacts and queued messages were removed.");
 }
 
@@ -1261,9 +1287,12 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	if (form == NULL) {
 		x = command_form(b, iq, cmd, "A Barev contact's port",
 		    "Which port does your contact's Barev client listen on? "
-		    "Pidgin's plugin uses 1337.", &r);
-		add_field(x, "text-single", "contact", "Barev address "
-		    "(nick@ipv6)", NULL);
+		    "Pidgin's plugin uses 1337.",
+		    &r);
+		add_field(x, "text-single", "contact",
+		    "Barev address "
+		    "(nick@ipv6)",
+		    NULL);
 		add_field(x, "text-single", "port", "Port", "1337");
 		xsend(b, r);
 		return;
@@ -1271,8 +1300,8 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	addr = form_value(form, "contact");
 	port = form_value(form, "port");
 	v = port ? strtol(port, &end, 10) : 0;
-	if (addr == NULL || barev_jid_parse(addr, peer_flags(b), &who,
-	    &cause) == -1) {
+	if (addr == NULL ||
+	    barev_jid_parse(addr, peer_flags(b), &who, &cause) == -1) {
 		snprintf(text, sizeof(text), "Not a Barev address: %s.",
 		    addr ? cause : "none given");
 		command_done(b, iq, cmd, "error", text);
@@ -1280,7 +1309,8 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		command_done(b, iq, cmd, "error",
 		    "The port must be a number from 1 to 65535.");
 	else if ((c = user_contact(u, &who)) == NULL)
-		command_done(b, iq, cmd, "error", "That address is not one of "
+		command_done(b, iq, cmd, "error",
+		    "That address is not one of "
 		    "your contacts; add it first.");
 	else {
 		c->port = (unsigned short)v;
@@ -1314,7 +1344,8 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		return;
 	}
 	if (!b->conf->per_user) {
-		command_done(b, iq, cmd, "error", "This gateway gives all its "
+		command_done(b, iq, cmd, "error",
+		    "This gateway gives all its "
 		    "users the same address.");
 		return;
 	}
@@ -1328,7 +1359,8 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	own_address(b, bare, &id.addr);
 	if (store_user_set_addr(b->st, bare, &id.addr) != 0 ||
 	    users_set_id(b->users, u, &id) == -1) {
-		command_done(b, iq, cmd, "error", "The gateway could not move "
+		command_done(b, iq, cmd, "error",
+		    "The gateway could not move "
 		    "you to a new address; nothing changed.");
 		return;
 	}
@@ -1338,24 +1370,27 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		c->pipe_up = 0;
 		if (c->seen.available) {
 			shown_clear(&c->seen);
-			presence_from_contact(b, &c->who, u->jid,
-			    "unavailable", NULL);
+			presence_from_contact(
+			    b, &c->who, u->jid, "unavailable", NULL);
 		}
 		if (user_online(u))
 			b->net.want(b->net.barev_arg, &u->id, &c->who,
-			    c->port ? c->port
-				    : (unsigned short)b->conf->barev_default_port);
+			    c->port
+				? c->port
+				: (unsigned short)b->conf->barev_default_port);
 	}
 	log_info("bridge: own address jid=%s barev=%s", bare,
 	    barev_jid_format(&u->id, addr));
-	snprintf(text, sizeof(text), "Your Barev address is now %s. Your "
-	    "Barev contacts must add you under it.", addr);
+	snprintf(text, sizeof(text),
+	    "Your Barev address is now %s. Your "
+	    "Barev contacts must add you under it.",
+	    addr);
 	command_done(b, iq, cmd, "info", text);
 }
 
 static void
-command_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
-    const char *bare)
+command_iq(
+    struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd, const char *bare)
 {
 	const char *node = xmpp_stanza_get_attribute(cmd, "node");
 	const char *action = xmpp_stanza_get_attribute(cmd, "action");
@@ -1367,8 +1402,8 @@ command_iq(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		if (node != NULL && strcmp(commands[i].node, node) == 0)
 			break;
 	if (i == NCOMMANDS) {
-		error_reply(b, iq, "cancel", "item-not-found",
-		    "No such command.");
+		error_reply(
+		    b, iq, "cancel", "item-not-found", "No such command.");
 		return;
 	}
 	if (action != NULL && strcmp(action, "cancel") == 0) {
@@ -1398,10 +1433,10 @@ command_disco(struct bridge *b, xmpp_stanza_t *iq, const char *bare)
 		for (i = 0; i < NCOMMANDS; i++) {
 			item = stanza_add_child(rq, "item", NULL);
 			xmpp_stanza_set_attribute(item, "jid", b->domain);
-			xmpp_stanza_set_attribute(item, "node",
-			    commands[i].node);
-			xmpp_stanza_set_attribute(item, "name",
-			    commands[i].name);
+			xmpp_stanza_set_attribute(
+			    item, "node", commands[i].node);
+			xmpp_stanza_set_attribute(
+			    item, "name", commands[i].name);
 		}
 		xsend(b, r);
 		return 0;
@@ -1439,22 +1474,24 @@ gateway_presence(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 
 	if (type == NULL || strcmp(type, "unavailable") == 0) {
 		if (u != NULL)
-			user_resource_presence(b, u, xmpp_stanza_get_from(st),
-			    st);
+			user_resource_presence(
+			    b, u, xmpp_stanza_get_from(st), st);
 		return;
 	}
 	if (strcmp(type, "subscribe") == 0) {
 		if (u != NULL)
-			xsend(b, new_stanza(b, "presence", b->domain, bare,
-			    "subscribed"));
+			xsend(b,
+			    new_stanza(
+				b, "presence", b->domain, bare, "subscribed"));
 		else
 			error_reply(b, st, "auth", "registration-required",
 			    "Register with the gateway first.");
 		return;
 	}
 	if (strcmp(type, "probe") == 0 && u != NULL)
-		xsend(b, new_stanza(b, "presence", b->domain,
-		    xmpp_stanza_get_from(st), NULL));
+		xsend(b,
+		    new_stanza(b, "presence", b->domain,
+			xmpp_stanza_get_from(st), NULL));
 }
 
 static int
@@ -1493,8 +1530,8 @@ xmpp_to_gateway(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 }
 
 static int
-xmpp_to_contact(struct bridge *b, xmpp_stanza_t *st, const char *bare,
-    const char *to)
+xmpp_to_contact(
+    struct bridge *b, xmpp_stanza_t *st, const char *bare, const char *to)
 {
 	const char *name = xmpp_stanza_get_name(st);
 	const char *type = xmpp_stanza_get_type(st);
@@ -1507,11 +1544,13 @@ xmpp_to_contact(struct bridge *b, xmpp_stanza_t *st, const char *bare,
 		return -1; /* Barev peers answer no queries: the service does */
 	if (type != NULL && strcmp(type, "error") == 0)
 		return 0;
-	if (gateway_jid_to_barev(to, b->domain, peer_flags(b), &who, &cause)
-	    == -1) {
-		snprintf(text, sizeof(text), "Not a Barev contact: %s. Contacts "
+	if (gateway_jid_to_barev(to, b->domain, peer_flags(b), &who, &cause) ==
+	    -1) {
+		snprintf(text, sizeof(text),
+		    "Not a Barev contact: %s. Contacts "
 		    "look like nick@yggdrasil-address; ask %s (XEP-0100) for "
-		    "the JID of one.", cause, b->domain);
+		    "the JID of one.",
+		    cause, b->domain);
 		if (strcmp(name, "message") == 0 ||
 		    (type != NULL && strcmp(type, "subscribe") == 0))
 			error_reply(b, st, "modify", "jid-malformed", text);
@@ -1637,8 +1676,8 @@ ask_user(struct bridge *b, struct user *u, const struct barev_jid *who)
 }
 
 static enum barev_verdict
-cb_allow(void *arg, const struct barev_jid *local,
-    const struct barev_jid *remote)
+cb_allow(
+    void *arg, const struct barev_jid *local, const struct barev_jid *remote)
 {
 	struct bridge *b = arg;
 	struct user *u = users_by_id(b->users, local);
@@ -1698,8 +1737,8 @@ barev_shown(xmpp_stanza_t *st, struct shown *out)
 	if (type != NULL && strcmp(type, "unavailable") != 0)
 		goto out;
 	available = type == NULL && !(show && strcmp(show, "offline") == 0);
-	if (show != NULL && (strcmp(show, "away") == 0 ||
-	    strcmp(show, "xa") == 0))
+	if (show != NULL &&
+	    (strcmp(show, "away") == 0 || strcmp(show, "xa") == 0))
 		bshow = BSHOW_AWAY;
 	else if (show != NULL && strcmp(show, "dnd") == 0)
 		bshow = BSHOW_DND;
@@ -1712,8 +1751,8 @@ out:
 }
 
 static void
-contact_presence(struct bridge *b, struct user *u, struct contact *c,
-    xmpp_stanza_t *st)
+contact_presence(
+    struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
 {
 	struct shown next;
 
@@ -1732,8 +1771,8 @@ contact_presence(struct bridge *b, struct user *u, struct contact *c,
 
 /* A stranger's presence is kept for when the user accepts it. */
 static void
-stranger_presence(struct bridge *b, struct user *u,
-    const struct barev_jid *who, xmpp_stanza_t *st)
+stranger_presence(struct bridge *b, struct user *u, const struct barev_jid *who,
+    xmpp_stanza_t *st)
 {
 	struct stranger *s = stranger_find(b, u->jid, who, NULL);
 	struct shown next;
@@ -1745,8 +1784,8 @@ stranger_presence(struct bridge *b, struct user *u,
 }
 
 static void
-contact_message(struct bridge *b, struct user *u, struct contact *c,
-    xmpp_stanza_t *st)
+contact_message(
+    struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
 {
 	const char *type = xmpp_stanza_get_type(st);
 	char *body = text_of(st, "body", NULL), *from, id[32];
@@ -1880,8 +1919,8 @@ load_pending(void *arg, const char *user_jid, const struct barev_jid *who,
 
 struct bridge *
 bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
-    const struct ygg_node *node, struct store *st,
-    const struct bridge_net *net, char **cause)
+    const struct ygg_node *node, struct store *st, const struct bridge_net *net,
+    char **cause)
 {
 	struct bridge *b = xcalloc(1, sizeof(*b));
 	struct load l = { b, NULL, 0 };
@@ -1900,8 +1939,8 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	if (store_users_each(st, load_user, &l) != 0 ||
 	    store_pending_each(st, load_pending, b) != 0 ||
 	    (requeued = store_msg_requeue_unconfirmed(st)) == -1) {
-		xasprintf(cause, "cannot load the state from %s",
-		    conf->storage_path);
+		xasprintf(
+		    cause, "cannot load the state from %s", conf->storage_path);
 		bridge_free(b);
 		return NULL;
 	}

@@ -32,8 +32,8 @@ struct bridge_net {
 
 /* Loads users and contacts from the store; NULL + *cause on failure. */
 struct bridge *bridge_new(struct event_base *base, xmpp_ctx_t *ctx,
-    const struct conf *conf, const struct ygg_node *node,
-    struct store *store, const struct bridge_net *net, char **cause);
+    const struct conf *conf, const struct ygg_node *node, struct store *store,
+    const struct bridge_net *net, char **cause);
 void bridge_free(struct bridge *b);
 void bridge_set_conf(struct bridge *b, const struct conf *conf);
 

@@ -18,8 +18,8 @@ enum link_state {
 	LINK_IDLE,
 	LINK_CONNECTING, /* TCP connect and handshake under way */
 	LINK_UP,
-	LINK_BACKOFF,   /* waiting to dial again */
-	LINK_STOPPING,  /* our stream end sent, waiting for the server's */
+	LINK_BACKOFF, /* waiting to dial again */
+	LINK_STOPPING, /* our stream end sent, waiting for the server's */
 	LINK_STOPPED,
 };
 
@@ -57,7 +57,8 @@ struct component {
 	int fd;
 	struct event *ev_read;
 	struct event *ev_write;
-	struct event *ev_flush; /* run libstrophe once more after we queued data */
+	struct event
+	    *ev_flush; /* run libstrophe once more after we queued data */
 	struct event *ev_timer; /* backoff, tick, and the stop deadline */
 
 	unsigned attempt;
@@ -83,7 +84,6 @@ set_state(struct component *c, enum link_state next)
 	    state_names[next]);
 	c->state = next;
 }
-
 
 static void
 watch_drop(struct component *c)
@@ -111,7 +111,8 @@ on_sockopt(xmpp_conn_t *conn, void *sock)
 	/* Libstrophe select()s on this fd: at 1024 or above it would corrupt memory. */
 	if (fd >= FD_SETSIZE) {
 		log_err("component: socket fd=%d is above select()'s limit %d; "
-			"refusing to use it", fd, FD_SETSIZE);
+			"refusing to use it",
+		    fd, FD_SETSIZE);
 		return -1;
 	}
 	watch_drop(c);
@@ -280,10 +281,11 @@ on_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 	else if (was == LINK_CONNECTING)
 		snprintf(c->down_reason, sizeof(c->down_reason),
 		    "handshake-failed (check component.secret and that the "
-		    "server has a component for %s)", c->jid);
+		    "server has a component for %s)",
+		    c->jid);
 	else
-		snprintf(c->down_reason, sizeof(c->down_reason),
-		    "closed-by-server");
+		snprintf(
+		    c->down_reason, sizeof(c->down_reason), "closed-by-server");
 	if (was == LINK_UP)
 		c->cb->down(c->cb_arg);
 	if (was == LINK_STOPPING) {
@@ -303,8 +305,8 @@ dial(struct component *c)
 	c->tcp_up = 0;
 	log_info("component: connecting server=%s:%u attempt=%u", c->host,
 	    c->port, c->attempt + 1);
-	rc = xmpp_connect_component(c->conn, c->host, c->port, on_conn_event,
-	    c);
+	rc = xmpp_connect_component(
+	    c->conn, c->host, c->port, on_conn_event, c);
 	if (rc != XMPP_EOK) {
 		watch_drop(c);
 		snprintf(c->down_reason, sizeof(c->down_reason),

@@ -21,8 +21,8 @@ enum conf_type {
 };
 
 /* A string value's extra check: 0, or -1 with a cause for the person. */
-typedef int (*conf_check)(struct conf *conf, const char *value,
-    const char **cause);
+typedef int (*conf_check)(
+    struct conf *conf, const char *value, const char **cause);
 
 /* The one table of keys: type, bounds, default, whether SIGHUP may change it. */
 struct conf_key {
@@ -53,8 +53,8 @@ static const struct conf_key keys[] = {
 	    NULL, 1, 0, NULL },
 	{ "component.host", CT_STRING, OFF(component_host), 0, 0, "127.0.0.1",
 	    0, 0, NULL },
-	{ "component.port", CT_INT, OFF(component_port), 1, 65535, "5347", 0,
-	    0, NULL },
+	{ "component.port", CT_INT, OFF(component_port), 1, 65535, "5347", 0, 0,
+	    NULL },
 	{ "component.reconnect_min", CT_SECONDS, OFF(reconnect_min), 0.1, 3600,
 	    "1", 0, 1, NULL },
 	{ "component.reconnect_max", CT_SECONDS, OFF(reconnect_max), 1, 86400,
@@ -62,14 +62,14 @@ static const struct conf_key keys[] = {
 
 	{ "barev.address", CT_STRING, OFF(barev_address_text), 0, 0, "", 0, 0,
 	    check_barev_address },
-	{ "barev.address_mode", CT_STRING, OFF(address_mode), 0, 0, "shared",
-	    0, 0, check_mode },
+	{ "barev.address_mode", CT_STRING, OFF(address_mode), 0, 0, "shared", 0,
+	    0, check_mode },
 	{ "barev.subnet", CT_STRING, OFF(barev_subnet_text), 0, 0, "", 0, 0,
 	    check_subnet },
 	{ "barev.admin_socket", CT_STRING, OFF(admin_socket), 0, 0,
 	    "/var/run/yggdrasil/yggdrasil.sock", 0, 0, NULL },
-	{ "barev.listen", CT_LISTEN, OFF(barev_listen), 0, 0, "[::]:5299", 0,
-	    0, NULL },
+	{ "barev.listen", CT_LISTEN, OFF(barev_listen), 0, 0, "[::]:5299", 0, 0,
+	    NULL },
 	{ "barev.default_port", CT_INT, OFF(barev_default_port), 1, 65535,
 	    "5299", 0, 1, NULL },
 	{ "barev.ping_interval", CT_SECONDS, OFF(ping_interval), 0.1, 3600,
@@ -82,8 +82,8 @@ static const struct conf_key keys[] = {
 	    600, "10", 0, 1, NULL },
 	{ "barev.connect_timeout", CT_SECONDS, OFF(connect_timeout), 0.1, 600,
 	    "10", 0, 1, NULL },
-	{ "barev.redial_min", CT_SECONDS, OFF(redial_min), 0.1, 3600, "5", 0,
-	    1, NULL },
+	{ "barev.redial_min", CT_SECONDS, OFF(redial_min), 0.1, 3600, "5", 0, 1,
+	    NULL },
 	{ "barev.redial_max", CT_SECONDS, OFF(redial_max), 1, 86400, "900", 0,
 	    1, NULL },
 	{ "barev.allow_any_address", CT_BOOL, OFF(allow_any_address), 0, 0,
@@ -122,8 +122,7 @@ static const struct conf_key keys[] = {
 	    check_domain },
 	{ "access.jids", CT_STRLIST, OFF(access_jids), 0, 0, "", 0, 1,
 	    check_jid },
-	{ "access.admins", CT_STRLIST, OFF(admins), 0, 0, "", 0, 1,
-	    check_jid },
+	{ "access.admins", CT_STRLIST, OFF(admins), 0, 0, "", 0, 1, check_jid },
 };
 #undef OFF
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -153,7 +152,8 @@ check_domain(struct conf *conf, const char *v, const char **cause)
 		if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
 		    *p == '-' || *p == '.')
 			continue;
-		*cause = "must be a lower-case domain name (a-z, 0-9, '-', '.')";
+		*cause =
+		    "must be a lower-case domain name (a-z, 0-9, '-', '.')";
 		return -1;
 	}
 	return 0;
@@ -206,7 +206,8 @@ check_subnet(struct conf *conf, const char *v, const char **cause)
 		return 0;
 	slash = strchr(v, '/');
 	len = slash ? (size_t)(slash - v) : strlen(v);
-	if ((slash != NULL && strcmp(slash, "/64") != 0) || len >= sizeof(buf)) {
+	if ((slash != NULL && strcmp(slash, "/64") != 0) ||
+	    len >= sizeof(buf)) {
 		*cause = "must be a /64 such as \"300:1234:5678:9abc::/64\"";
 		return -1;
 	}
@@ -214,7 +215,8 @@ check_subnet(struct conf *conf, const char *v, const char **cause)
 	buf[len] = '\0';
 	if (addr_parse(buf, &conf->barev_subnet) == -1 ||
 	    conf->barev_subnet.s6_addr[0] != 0x03) {
-		*cause = "must be a /64 inside 300::/8 (a Yggdrasil node's subnet)";
+		*cause =
+		    "must be a /64 inside 300::/8 (a Yggdrasil node's subnet)";
 		return -1;
 	}
 	memset(conf->barev_subnet.s6_addr + 8, 0, 8);
@@ -282,8 +284,8 @@ set_string(struct conf *conf, const struct conf_key *k, const char *v,
 }
 
 static int
-set_number(struct conf *conf, const struct conf_key *k, double v,
-    const char **cause)
+set_number(
+    struct conf *conf, const struct conf_key *k, double v, const char **cause)
 {
 	static char range[128];
 
@@ -429,8 +431,8 @@ load_value(struct conf *conf, const struct conf_key *k, config_setting_t *s,
 			return set_number(conf, k,
 			    (double)config_setting_get_int64(s), cause);
 		if (t == CONFIG_TYPE_FLOAT)
-			return set_number(conf, k,
-			    config_setting_get_float(s), cause);
+			return set_number(
+			    conf, k, config_setting_get_float(s), cause);
 		break;
 	case CT_BOOL:
 		if (t != CONFIG_TYPE_BOOL)
@@ -483,8 +485,8 @@ load_group(struct conf *conf, config_setting_t *group, const char *prefix,
 }
 
 static int
-read_secret_file(struct conf *conf, config_t *cfg, const char *name,
-    char **cause)
+read_secret_file(
+    struct conf *conf, config_t *cfg, const char *name, char **cause)
 {
 	config_setting_t *s = config_lookup(cfg, "component.secret_file");
 	char buf[1024];
@@ -493,24 +495,29 @@ read_secret_file(struct conf *conf, config_t *cfg, const char *name,
 	int ret = -1;
 
 	if ((f = fopen(conf->component_secret_file, "r")) == NULL) {
-		xasprintf(cause, "%s:%d: key 'component.secret_file' cannot "
-		    "read %s: %s", name, config_setting_source_line(s),
+		xasprintf(cause,
+		    "%s:%d: key 'component.secret_file' cannot "
+		    "read %s: %s",
+		    name, config_setting_source_line(s),
 		    conf->component_secret_file, strerror(errno));
 		return -1;
 	}
 	len = fread(buf, 1, sizeof(buf) - 1, f);
 	buf[len] = '\0';
 	if (ferror(f) || !feof(f)) {
-		xasprintf(cause, "%s:%d: key 'component.secret_file' %s is "
-		    "unreadable or longer than %zu bytes", name,
-		    config_setting_source_line(s), conf->component_secret_file,
-		    sizeof(buf) - 1);
+		xasprintf(cause,
+		    "%s:%d: key 'component.secret_file' %s is "
+		    "unreadable or longer than %zu bytes",
+		    name, config_setting_source_line(s),
+		    conf->component_secret_file, sizeof(buf) - 1);
 		goto out;
 	}
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (buf[0] == '\0') {
-		xasprintf(cause, "%s:%d: key 'component.secret_file' %s is "
-		    "empty", name, config_setting_source_line(s),
+		xasprintf(cause,
+		    "%s:%d: key 'component.secret_file' %s is "
+		    "empty",
+		    name, config_setting_source_line(s),
 		    conf->component_secret_file);
 		goto out;
 	}
@@ -539,8 +546,10 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 	}
 	if (conf->component_secret != NULL &&
 	    conf->component_secret_file != NULL) {
-		xasprintf(cause, "%s:%d: key 'component.secret_file' conflicts "
-		    "with 'component.secret': set only one", name,
+		xasprintf(cause,
+		    "%s:%d: key 'component.secret_file' conflicts "
+		    "with 'component.secret': set only one",
+		    name,
 		    config_setting_source_line(
 			config_lookup(cfg, "component.secret_file")));
 		return -1;
@@ -548,8 +557,10 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 	if (conf->component_secret_file != NULL)
 		return read_secret_file(conf, cfg, name, cause);
 	if (conf->component_secret == NULL) {
-		xasprintf(cause, "%s: missing required key 'component.secret' "
-		    "(or 'component.secret_file')", name);
+		xasprintf(cause,
+		    "%s: missing required key 'component.secret' "
+		    "(or 'component.secret_file')",
+		    name);
 		return -1;
 	}
 	if (conf->component_secret[0] == '\0') {
@@ -560,19 +571,26 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 	}
 	if (conf->barev_address_text[0] != '\0' && !conf->allow_any_address &&
 	    !addr_is_yggdrasil(&conf->barev_address)) {
-		xasprintf(cause, "%s:%d: key 'barev.address' is not a Yggdrasil "
-		    "address (200::/7)", name, config_setting_source_line(
+		xasprintf(cause,
+		    "%s:%d: key 'barev.address' is not a Yggdrasil "
+		    "address (200::/7)",
+		    name,
+		    config_setting_source_line(
 			config_lookup(cfg, "barev.address")));
 		return -1;
 	}
 	if (conf->reconnect_max < conf->reconnect_min) {
-		xasprintf(cause, "%s: key 'component.reconnect_max' must not be "
-		    "below 'component.reconnect_min'", name);
+		xasprintf(cause,
+		    "%s: key 'component.reconnect_max' must not be "
+		    "below 'component.reconnect_min'",
+		    name);
 		return -1;
 	}
 	if (conf->redial_max < conf->redial_min) {
-		xasprintf(cause, "%s: key 'barev.redial_max' must not be below "
-		    "'barev.redial_min'", name);
+		xasprintf(cause,
+		    "%s: key 'barev.redial_max' must not be below "
+		    "'barev.redial_min'",
+		    name);
 		return -1;
 	}
 	if (conf->access_domains.n == 0 && conf->access_jids.n == 0 &&
@@ -594,7 +612,8 @@ load(const char *name, const char *text, struct conf **out, char **cause)
 	conf->path = xstrdup(name);
 	for (i = 0; i < NKEYS; i++) {
 		if (keys[i].def != NULL && set_default(conf, &keys[i]) == -1)
-			fatalx("conf: bad built-in default for %s", keys[i].path);
+			fatalx(
+			    "conf: bad built-in default for %s", keys[i].path);
 	}
 	if (text != NULL)
 		rc = config_read_string(&cfg, text);
@@ -638,8 +657,8 @@ conf_load(const char *path, struct conf **out, char **cause)
 }
 
 int
-conf_load_string(const char *name, const char *text, struct conf **out,
-    char **cause)
+conf_load_string(
+    const char *name, const char *text, struct conf **out, char **cause)
 {
 	return load(name, text, out, cause);
 }
@@ -706,8 +725,8 @@ listen_equal(const struct conf_listenlist *a, const struct conf_listenlist *b)
 }
 
 static int
-value_equal(const struct conf *a, const struct conf *b,
-    const struct conf_key *k)
+value_equal(
+    const struct conf *a, const struct conf *b, const struct conf_key *k)
 {
 	const void *fa = cfield(a, k), *fb = cfield(b, k);
 	const struct conf_listenlist *la = fa, *lb = fb;
@@ -762,8 +781,8 @@ value_copy(struct conf *dst, const struct conf *src, const struct conf_key *k)
 		*(double *)field(dst, k) = *(const double *)cfield(src, k);
 		break;
 	case CT_LOGLEVEL:
-		*(enum log_level *)field(dst, k) =
-		    *(const enum log_level *)cfield(src, k);
+		*(enum log_level *)field(dst, k) = *(
+		    const enum log_level *)cfield(src, k);
 		break;
 	case CT_STRLIST:
 		sl = cfield(src, k);
@@ -783,8 +802,8 @@ value_copy(struct conf *dst, const struct conf *src, const struct conf_key *k)
 }
 
 void
-conf_keep_fixed(struct conf *fresh, const struct conf *old,
-    void (*warn)(const char *key))
+conf_keep_fixed(
+    struct conf *fresh, const struct conf *old, void (*warn)(const char *key))
 {
 	size_t i;
 

@@ -38,9 +38,9 @@ struct conf {
 
 	char *barev_address_text; /* as written; empty = detect */
 	struct in6_addr barev_address;
-	char *address_mode;       /* "shared" or "per-user" */
+	char *address_mode; /* "shared" or "per-user" */
 	int per_user;
-	char *barev_subnet_text;  /* as written; empty = detect */
+	char *barev_subnet_text; /* as written; empty = detect */
 	struct in6_addr barev_subnet;
 	char *admin_socket;
 	struct conf_listenlist barev_listen;
@@ -82,8 +82,8 @@ struct conf {
  */
 int conf_load(const char *path, struct conf **out, char **cause);
 /* The same, from text in memory (name is used in messages). */
-int conf_load_string(const char *name, const char *text, struct conf **out,
-    char **cause);
+int conf_load_string(
+    const char *name, const char *text, struct conf **out, char **cause);
 void conf_free(struct conf *conf);
 /* The i-th known key ("group.key"), or NULL past the last: for docs and tests. */
 const char *conf_key_name(size_t i);
@@ -92,7 +92,7 @@ const char *conf_key_name(size_t i);
  * After a reload: keys that cannot change at run time are put back to
  * their old values in fresh; each such key is reported through warn.
  */
-void conf_keep_fixed(struct conf *fresh, const struct conf *old,
-    void (*warn)(const char *key));
+void conf_keep_fixed(
+    struct conf *fresh, const struct conf *old, void (*warn)(const char *key));
 
 #endif

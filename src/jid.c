@@ -129,11 +129,13 @@ barev_nick_check(const char *nick, size_t len, const char **cause)
 			return -1;
 		}
 		if (nick_char_blank(c)) {
-			*cause = "the nick contains a space or a control character";
+			*cause =
+			    "the nick contains a space or a control character";
 			return -1;
 		}
 		if (c < 0x80 && strchr(nick_forbidden, (int)c) != NULL) {
-			*cause = "the nick must not contain any of \" & ' / : < > @ \\ %";
+			*cause = "the nick must not contain any of \" & ' / : "
+				 "< > @ \\ %";
 			return -1;
 		}
 	}
@@ -148,7 +150,8 @@ parse_address(const char *s, int flags, struct in6_addr *a, const char **cause)
 		return -1;
 	}
 	if (addr_parse(s, a) == -1) {
-		*cause = "not an IPv6 address after '@' (e.g. inky@201:af82::1)";
+		*cause =
+		    "not an IPv6 address after '@' (e.g. inky@201:af82::1)";
 		return -1;
 	}
 	if (!(flags & BAREV_ANY_ADDR) && !addr_is_yggdrasil(a)) {
@@ -159,8 +162,8 @@ parse_address(const char *s, int flags, struct in6_addr *a, const char **cause)
 }
 
 int
-barev_jid_parse(const char *s, int flags, struct barev_jid *out,
-    const char **cause)
+barev_jid_parse(
+    const char *s, int flags, struct barev_jid *out, const char **cause)
 {
 	size_t len = strnlen(s, BAREV_JID_INPUT_MAX + 1);
 	const char *at;
@@ -205,8 +208,8 @@ int
 barev_jid_equal_nocase(const struct barev_jid *a, const struct barev_jid *b)
 {
 	return addr_equal(&a->addr, &b->addr) &&
-	    ascii_caseeq(a->nick, strnlen(a->nick, sizeof(a->nick)),
-	    b->nick, strnlen(b->nick, sizeof(b->nick)));
+	    ascii_caseeq(a->nick, strnlen(a->nick, sizeof(a->nick)), b->nick,
+		strnlen(b->nick, sizeof(b->nick)));
 }
 
 /* Whether c is written as \xx under flags (the backslash has its own rule). */
@@ -292,7 +295,8 @@ jid_escape(const char *s, int flags, char **out, const char **cause)
 	*out = NULL;
 	/* Checked before anything else, so the work is bounded by the limit. */
 	if (len > JID_PART_MAX || escaped_len(s, flags) > JID_PART_MAX) {
-		*cause = "the escaped localpart would be longer than 1023 bytes";
+		*cause =
+		    "the escaped localpart would be longer than 1023 bytes";
 		return -1;
 	}
 	if (len > 0 && (s[0] == ' ' || s[len - 1] == ' ')) {
@@ -340,8 +344,8 @@ typeable_to_barev(char *s, const char **cause)
 
 	if ((p = strrchr(s, '%')) == NULL) {
 		*cause = "expected nick\\40address (XEP-0106) or nick%address "
-		    "with - for : before the gateway domain, "
-		    "e.g. inky%201-af82--1";
+			 "with - for : before the gateway domain, "
+			 "e.g. inky%201-af82--1";
 		return -1;
 	}
 	for (*p = '@'; *p != '\0'; p++) {

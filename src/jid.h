@@ -20,8 +20,8 @@
 #define BAREV_ANY_ADDR 0x1
 
 struct barev_jid {
-	char		nick[BAREV_NICK_MAX + 1];	/* NUL-padded */
-	struct in6_addr	addr;
+	char nick[BAREV_NICK_MAX + 1]; /* NUL-padded */
+	struct in6_addr addr;
 };
 
 /* Check a nick of len bytes (need not be NUL-terminated). 0 or -1 + cause. */
@@ -31,14 +31,15 @@ int barev_nick_check(const char *nick, size_t len, const char **cause);
  * upper case, [brackets]). out is zero-filled first, so two parses of the
  * same JID compare equal with memcmp. 0 or -1 + cause.
  */
-int barev_jid_parse(const char *s, int flags, struct barev_jid *out,
-    const char **cause);
+int barev_jid_parse(
+    const char *s, int flags, struct barev_jid *out, const char **cause);
 /* "nick@addr", address in RFC 5952 form, into buf (BAREV_JID_STRLEN); returns buf. */
 const char *barev_jid_format(const struct barev_jid *j, char *buf);
 /* Same address bytes and byte-identical nick. */
 int barev_jid_equal(const struct barev_jid *a, const struct barev_jid *b);
 /* Same address bytes, nicks equal ignoring ASCII case (the Pascal library's test). */
-int barev_jid_equal_nocase(const struct barev_jid *a, const struct barev_jid *b);
+int
+barev_jid_equal_nocase(const struct barev_jid *a, const struct barev_jid *b);
 
 /* Limits of RFC 7622: each part of a JID at most JID_PART_MAX bytes. */
 #define JID_PART_MAX 1023
@@ -90,12 +91,12 @@ int gateway_jid_to_barev(const char *jid, const char *domain, int flags,
 
 /* The parts of "[local@]domain[/resource]", pointing into the split string. */
 struct jid_parts {
-	const char	*local;		/* NULL if there is no '@' */
-	size_t		 local_len;
-	const char	*domain;
-	size_t		 domain_len;
-	const char	*resource;	/* NULL if there is no '/' */
-	size_t		 resource_len;
+	const char *local; /* NULL if there is no '@' */
+	size_t local_len;
+	const char *domain;
+	size_t domain_len;
+	const char *resource; /* NULL if there is no '/' */
+	size_t resource_len;
 };
 
 /*

@@ -98,13 +98,13 @@ vlog(enum log_level level, const char *fmt, va_list ap)
 	    log_ident, level_names[level], line);
 }
 
-#define LOG_FN(name, level)                                                \
-	void name(const char *fmt, ...)                                    \
-	{                                                                  \
-		va_list ap;                                                \
-		va_start(ap, fmt);                                         \
-		vlog(level, fmt, ap);                                      \
-		va_end(ap);                                                \
+#define LOG_FN(name, level)                                                    \
+	void name(const char *fmt, ...)                                        \
+	{                                                                      \
+		va_list ap;                                                    \
+		va_start(ap, fmt);                                             \
+		vlog(level, fmt, ap);                                          \
+		va_end(ap);                                                    \
 	}
 
 LOG_FN(log_err, LOG_LEVEL_ERROR)
@@ -125,14 +125,15 @@ fatalx(const char *fmt, ...)
 }
 
 static void
-strophe_log(void *userdata, xmpp_log_level_t level, const char *area,
-    const char *msg)
+strophe_log(
+    void *userdata, xmpp_log_level_t level, const char *area, const char *msg)
 {
 	enum log_level ours;
 
 	switch (level) {
 	case XMPP_LEVEL_ERROR:
-		ours = LOG_LEVEL_WARN; /* the link layer decides what is fatal */
+		ours =
+		    LOG_LEVEL_WARN; /* the link layer decides what is fatal */
 		break;
 	case XMPP_LEVEL_WARN:
 		ours = LOG_LEVEL_INFO;

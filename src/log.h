@@ -26,8 +26,8 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A broken invariant: log and exit(1). */
-void fatalx(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
+void
+fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* libstrophe's logger, routed into ours (its debug level maps to trace). */
 const xmpp_log_t *log_strophe_logger(void);

@@ -50,7 +50,8 @@ usage(FILE *f)
 	    "  -c FILE    configuration file (default " CONF_DEFAULT_PATH ")\n"
 	    "  -t         check the configuration and exit (0 good, 2 bad)\n"
 	    "  -f         stay in the foreground (always; for init systems)\n"
-	    "  -v         more verbose: debug; twice: trace (libstrophe, raw XML)\n"
+	    "  -v         more verbose: debug; twice: trace (libstrophe, raw "
+	    "XML)\n"
 	    "  -q         log errors only\n"
 	    "  -s         log to syslog instead of stderr\n"
 	    "  --version  print the version and exit\n"
@@ -139,7 +140,8 @@ net_is_up(void *arg, const struct barev_jid *l, const struct barev_jid *r)
 static void
 apply_logging(struct gateway *gw)
 {
-	int level = gw->cli_level >= 0 ? gw->cli_level : (int)gw->conf->log_level;
+	int level = gw->cli_level >= 0 ? gw->cli_level
+				       : (int)gw->conf->log_level;
 
 	log_init("barev-gateway", (enum log_level)level,
 	    gw->cli_syslog || gw->conf->log_syslog);
@@ -159,7 +161,8 @@ reload(struct gateway *gw)
 	char *cause;
 
 	if (conf_load(gw->conf_path, &fresh, &cause) == -1) {
-		log_err("conf: reload failed, keeping the old configuration: %s",
+		log_err(
+		    "conf: reload failed, keeping the old configuration: %s",
 		    cause);
 		free(cause);
 		return;
@@ -199,7 +202,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	gw->stopping = 1;
-	log_info("main: exiting reason=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	log_info(
+	    "main: exiting reason=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	gw->pending_stops = 2;
 	barev_shutdown(gw->barev, stopped, gw);
 	component_shutdown(gw->link, stopped, gw);
@@ -221,8 +225,8 @@ find_node(struct gateway *gw, int check_only)
 		else if (gw->conf->per_user)
 			log_err("%s", cause);
 		else
-			log_warn("%s; registrations are refused until then",
-			    cause);
+			log_warn(
+			    "%s; registrations are refused until then", cause);
 		rc = gw->conf->per_user ? -1 : 0;
 		goto out;
 	}
@@ -269,8 +273,8 @@ run(struct gateway *gw)
 	gw->link = component_new(gw->base, gw->conf, &link_cb, gw);
 	out.send = link_send;
 	out.arg = gw->link;
-	gw->service = service_new(gw->conf->component_jid, &out,
-	    bridge_features);
+	gw->service = service_new(
+	    gw->conf->component_jid, &out, bridge_features);
 	net.xmpp_send = link_send;
 	net.xmpp_arg = gw->link;
 	net.want = net_want;
@@ -281,9 +285,9 @@ run(struct gateway *gw)
 	net.barev_arg = gw;
 	if ((gw->store = store_open(gw->conf->storage_path, &cause)) == NULL ||
 	    (gw->bridge = bridge_new(gw->base, component_ctx(gw->link),
-		gw->conf, &gw->node, gw->store, &net, &cause)) == NULL ||
+		 gw->conf, &gw->node, gw->store, &net, &cause)) == NULL ||
 	    (gw->barev = barev_new(gw->base, component_ctx(gw->link), gw->conf,
-		&bridge_barev_cb, gw->bridge, &cause)) == NULL) {
+		 &bridge_barev_cb, gw->bridge, &cause)) == NULL) {
 		log_err("main: %s", cause);
 		free(cause);
 		rc = 1;
@@ -323,7 +327,8 @@ main(int argc, char **argv)
 	memset(&gw, 0, sizeof(gw));
 	gw.conf_path = CONF_DEFAULT_PATH;
 	gw.cli_level = -1;
-	while ((ch = getopt_long(argc, argv, "c:tfvqs", longopts, NULL)) != -1) {
+	while (
+	    (ch = getopt_long(argc, argv, "c:tfvqs", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			gw.conf_path = optarg;

@@ -69,7 +69,8 @@ struct pipe {
 	unsigned ping_seq;
 	char ping_id[48];
 	double ping_sent_at;
-	xmpp_stanza_t *presence; /* the last one we sent, to repeat after pings */
+	/* The last presence we sent, to repeat after pings. */
+	xmpp_stanza_t *presence;
 	const char *close_reason;
 	struct confirm *confirms; /* in sending order */
 	size_t nconfirms;
@@ -89,8 +90,8 @@ set_state(struct pipe *p, enum pipe_state next)
 	if (p->state == next)
 		return;
 	log_debug("pipe %llu: state %s -> %s peer=%s",
-	    (unsigned long long)p->id, state_names[p->state],
-	    state_names[next], p->peer_text);
+	    (unsigned long long)p->id, state_names[p->state], state_names[next],
+	    p->peer_text);
 	p->state = next;
 }
 
@@ -109,8 +110,9 @@ write_bytes(struct pipe *p, const char *data, size_t len)
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR) {
-				pipe_dead(p, errno == ECONNRESET ? "reset"
-								  : "write-error");
+				pipe_dead(p,
+				    errno == ECONNRESET ? "reset"
+							: "write-error");
 				return;
 			}
 			n = 0;
@@ -121,8 +123,8 @@ write_bytes(struct pipe *p, const char *data, size_t len)
 	evbuffer_add(p->out, data + n, len - (size_t)n);
 	if (evbuffer_get_length(p->out) > p->params->max_output) {
 		log_info("pipe %llu: peer is not reading; output exceeds %zu "
-			 "bytes", (unsigned long long)p->id,
-		    p->params->max_output);
+			 "bytes",
+		    (unsigned long long)p->id, p->params->max_output);
 		pipe_dead(p, "slow-reader");
 		return;
 	}
@@ -154,12 +156,24 @@ attr_escape(const char *in, char *out, size_t outlen)
 
 	for (; *in != '\0'; in++) {
 		switch (*in) {
-		case '&': rep = "&amp;"; break;
-		case '<': rep = "&lt;"; break;
-		case '>': rep = "&gt;"; break;
-		case '"': rep = "&quot;"; break;
-		case '\'': rep = "&apos;"; break;
-		default: rep = NULL; break;
+		case '&':
+			rep = "&amp;";
+			break;
+		case '<':
+			rep = "&lt;";
+			break;
+		case '>':
+			rep = "&gt;";
+			break;
+		case '"':
+			rep = "&quot;";
+			break;
+		case '\'':
+			rep = "&apos;";
+			break;
+		default:
+			rep = NULL;
+			break;
 		}
 		if ((unsigned char)*in < 0x20)
 			continue;
@@ -197,7 +211,8 @@ send_header(struct pipe *p)
 	    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n"
 	    "<stream:stream xmlns=\"jabber:client\" "
 	    "xmlns:stream=\"http://etherx.jabber.org/streams\" "
-	    "from=\"%s\" to=\"%s\">", from, to);
+	    "from=\"%s\" to=\"%s\">",
+	    from, to);
 	p->header_sent = 1;
 	write_str(p, hdr);
 	free(hdr);
@@ -508,12 +523,15 @@ on_read(evutil_socket_t fd, short what, void *arg)
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
 		/* A reset after the stream ended is how many peers close. */
-		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason
-			: errno == ECONNRESET ? "reset" : "read-error");
+		pipe_dead(p,
+		    p->state == PIPE_CLOSING  ? p->close_reason
+			: errno == ECONNRESET ? "reset"
+					      : "read-error");
 		return;
 	}
 	if (n == 0) {
-		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason : "eof");
+		pipe_dead(
+		    p, p->state == PIPE_CLOSING ? p->close_reason : "eof");
 		return;
 	}
 	p->last_rx = clock_now();
@@ -554,8 +572,8 @@ on_write(evutil_socket_t fd, short what, void *arg)
 	}
 	if (evbuffer_write(p->out, fd) < 0 && errno != EAGAIN &&
 	    errno != EINTR) {
-		pipe_dead(p, p->state == PIPE_CLOSING ? p->close_reason
-						    : "write-error");
+		pipe_dead(p,
+		    p->state == PIPE_CLOSING ? p->close_reason : "write-error");
 		return;
 	}
 	if (evbuffer_get_length(p->out) > 0) {
@@ -660,8 +678,8 @@ pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
 	/* Recorded first: if the pipe dies while writing, it is reported lost. */
 	if (p->nconfirms == p->capconfirms) {
 		p->capconfirms = p->capconfirms ? p->capconfirms * 2 : 8;
-		p->confirms = xrealloc(p->confirms,
-		    p->capconfirms * sizeof(*p->confirms));
+		p->confirms = xrealloc(
+		    p->confirms, p->capconfirms * sizeof(*p->confirms));
 	}
 	p->confirms[p->nconfirms].token = token;
 	p->confirms[p->nconfirms].sent_at = clock_now();
@@ -716,7 +734,8 @@ close_pipe(struct pipe *p, const char *reason, const char *condition,
 		send_header(p);
 		snprintf(buf, sizeof(buf),
 		    "<stream:error><%s xmlns=\"" NS_STREAM_ERRORS "\"/>"
-		    "</stream:error>", condition);
+		    "</stream:error>",
+		    condition);
 		write_str(p, buf);
 	} else if (was_open && !p->peer_ended && say_unavailable)
 		write_str(p, "<presence type=\"unavailable\"/>");
@@ -734,8 +753,8 @@ close_pipe(struct pipe *p, const char *reason, const char *condition,
 	 */
 	timer_after(p->ev_timer, p->params->close_wait);
 	maybe_shutdown(p);
-	log_debug("pipe %llu: closing reason=%s", (unsigned long long)p->id,
-	    reason);
+	log_debug(
+	    "pipe %llu: closing reason=%s", (unsigned long long)p->id, reason);
 }
 
 void

@@ -15,11 +15,11 @@ enum pipe_dir {
 };
 
 enum pipe_state {
-	PIPE_CONNECTING,  /* outbound TCP connect in progress */
+	PIPE_CONNECTING, /* outbound TCP connect in progress */
 	PIPE_HEADER_WAIT, /* waiting for the peer's stream header */
-	PIPE_OPEN,        /* headers exchanged; stanzas flow */
-	PIPE_CLOSING,     /* our end written; waiting for the peer's EOF */
-	PIPE_DEAD,        /* socket closed; the owner frees it later */
+	PIPE_OPEN, /* headers exchanged; stanzas flow */
+	PIPE_CLOSING, /* our end written; waiting for the peer's EOF */
+	PIPE_DEAD, /* socket closed; the owner frees it later */
 };
 
 /* Settings shared by all pipes, owned by the engine. */
@@ -39,8 +39,8 @@ struct pipe;
 /* What became of a stanza sent with pipe_send_confirmed(). */
 enum pipe_confirm {
 	PIPE_CONFIRMED, /* the peer answered the ping that followed it */
-	PIPE_ASSUMED,   /* no answer within ping_timeout, pipe still open */
-	PIPE_LOST,      /* the pipe died first: it may not have arrived */
+	PIPE_ASSUMED, /* no answer within ping_timeout, pipe still open */
+	PIPE_LOST, /* the pipe died first: it may not have arrived */
 };
 
 /* How a pipe reports to its owner (the engine). */
@@ -55,8 +55,8 @@ struct pipe_cb {
 	void (*open)(void *arg, struct pipe *p);
 	/* A stanza other than a ping; -1 = not understood (see barev.h). */
 	int (*stanza)(void *arg, struct pipe *p, xmpp_stanza_t *stanza);
-	void (*confirmed)(void *arg, struct pipe *p, uint64_t token,
-	    enum pipe_confirm how);
+	void (*confirmed)(
+	    void *arg, struct pipe *p, uint64_t token, enum pipe_confirm how);
 	/* The pipe began to close (it carries no more stanzas of ours). */
 	void (*closing)(void *arg, struct pipe *p, const char *reason);
 	/* The socket is closed; the owner must free the pipe outside this call. */
@@ -83,8 +83,7 @@ void pipe_send(struct pipe *p, xmpp_stanza_t *stanza);
  * peer processed the stanza. The owner learns the outcome through
  * confirmed() with token, exactly once.
  */
-void pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *stanza,
-    uint64_t token);
+void pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *stanza, uint64_t token);
 /*
  * Graceful and idempotent: an optional stream error, unavailable presence
  * on an open pipe, the stream end, then the socket is closed once the peer

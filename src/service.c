@@ -20,8 +20,8 @@ struct service {
 	const char *const *extra;
 };
 
-typedef void (*iq_fn)(struct service *, xmpp_stanza_t *iq,
-    xmpp_stanza_t *payload);
+typedef void (*iq_fn)(
+    struct service *, xmpp_stanza_t *iq, xmpp_stanza_t *payload);
 
 /* Features we advertise are exactly the ones this table answers. */
 struct iq_handler {
@@ -44,8 +44,8 @@ static const struct iq_handler iq_handlers[] = {
 #define NHANDLERS (sizeof(iq_handlers) / sizeof(iq_handlers[0]))
 
 struct service *
-service_new(const char *jid, const struct service_out *out,
-    const char *const *extra)
+service_new(
+    const char *jid, const struct service_out *out, const char *const *extra)
 {
 	struct service *s = xcalloc(1, sizeof(*s));
 
@@ -175,8 +175,8 @@ handle_iq(struct service *s, xmpp_stanza_t *iq, int to_gateway)
 	const char *ns;
 	size_t i;
 
-	if (type == NULL || (strcmp(type, "get") != 0 &&
-	    strcmp(type, "set") != 0))
+	if (type == NULL ||
+	    (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
 		return; /* results and errors are never answered */
 	if (xmpp_stanza_get_id(iq) == NULL) {
 		send_error(s, iq, "modify", "bad-request", "iq without id");

@@ -13,8 +13,8 @@ struct service_out {
 };
 
 /* extra: more features to advertise (answered elsewhere), NULL-terminated, may be NULL. */
-struct service *service_new(const char *jid, const struct service_out *out,
-    const char *const *extra);
+struct service *service_new(
+    const char *jid, const struct service_out *out, const char *const *extra);
 void service_free(struct service *s);
 /* Handles one stanza from the server (borrowed). */
 void service_handle(struct service *s, xmpp_stanza_t *stanza);

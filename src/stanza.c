@@ -63,15 +63,14 @@ stanza_add_text(xmpp_stanza_t *parent, const char *text)
 }
 
 void
-stanza_add_text_child(xmpp_stanza_t *parent, const char *name,
-    const char *text)
+stanza_add_text_child(xmpp_stanza_t *parent, const char *name, const char *text)
 {
 	stanza_add_text(stanza_add_child(parent, name, NULL), text);
 }
 
 xmpp_stanza_t *
-stanza_error_reply(xmpp_stanza_t *s, const char *type, const char *condition,
-    const char *text)
+stanza_error_reply(
+    xmpp_stanza_t *s, const char *type, const char *condition, const char *text)
 {
 	xmpp_stanza_t *r = stanza_reply(s, "error");
 	xmpp_stanza_t *err, *c;

@@ -7,8 +7,8 @@
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 /* The first child with this name and namespace, or NULL. */
-xmpp_stanza_t *stanza_child(xmpp_stanza_t *parent, const char *name,
-    const char *ns);
+xmpp_stanza_t *
+stanza_child(xmpp_stanza_t *parent, const char *name, const char *ns);
 /*
  * A new stanza of the same name answering s: from and to swapped, id
  * kept, and never libstrophe's bare `lang`. Caller releases.
@@ -21,12 +21,12 @@ xmpp_stanza_t *stanza_reply(xmpp_stanza_t *s, const char *type);
 xmpp_stanza_t *stanza_error_reply(xmpp_stanza_t *s, const char *type,
     const char *condition, const char *text);
 /* Appends <name xmlns=ns/> to parent and returns it (borrowed). */
-xmpp_stanza_t *stanza_add_child(xmpp_stanza_t *parent, const char *name,
-    const char *ns);
+xmpp_stanza_t *
+stanza_add_child(xmpp_stanza_t *parent, const char *name, const char *ns);
 /* Appends a text node to parent. */
 void stanza_add_text(xmpp_stanza_t *parent, const char *text);
 /* Appends <name>text</name> to parent. */
-void stanza_add_text_child(xmpp_stanza_t *parent, const char *name,
-    const char *text);
+void stanza_add_text_child(
+    xmpp_stanza_t *parent, const char *name, const char *text);
 
 #endif

@@ -27,13 +27,13 @@
  * that takes the XMPP server's state and the undelivered stanzas in flight
  * with it anyway.
  */
-#define STORE_SYNCHRONOUS	"NORMAL"
+#define STORE_SYNCHRONOUS "NORMAL"
 /* Only another process (an admin's sqlite3, a backup) can hold a lock. */
-#define STORE_BUSY_MS		1000
+#define STORE_BUSY_MS 1000
 /* PRAGMA application_id: 0x42617276, "Barv", so a foreign database is not taken over. */
-#define STORE_APP_ID		1113682550
-#define STR(x)			#x
-#define XSTR(x)			STR(x)
+#define STORE_APP_ID 1113682550
+#define STR(x) #x
+#define XSTR(x) STR(x)
 
 /*
  * The migrations, in order: entry i takes user_version i to i + 1, inside
@@ -45,61 +45,73 @@
  * unique and primary keys ignore ASCII case while the stored text keeps it.
  * Lengths are in bytes (CAST AS BLOB), as BAREV_NICK_MAX is.
  */
-#define NICK_COL "nick TEXT NOT NULL COLLATE NOCASE " \
+#define NICK_COL                                                               \
+	"nick TEXT NOT NULL COLLATE NOCASE "                                   \
 	"CHECK (length(CAST(nick AS BLOB)) BETWEEN 1 AND 64)"
-#define ADDR_COL "addr BLOB NOT NULL " \
+#define ADDR_COL                                                               \
+	"addr BLOB NOT NULL "                                                  \
 	"CHECK (typeof(addr) = 'blob' AND length(addr) = 16)"
-#define USER_REF "user_jid TEXT NOT NULL " \
+#define USER_REF                                                               \
+	"user_jid TEXT NOT NULL "                                              \
 	"REFERENCES users (jid) ON DELETE CASCADE"
 #define NOW "(CAST(strftime('%s', 'now') AS INTEGER))"
 
 static const char *const migrations[] = {
 	/* 1: the initial schema. */
-	"PRAGMA application_id = " XSTR(STORE_APP_ID) ";"
-	"CREATE TABLE users ("
-	"  jid TEXT NOT NULL PRIMARY KEY,"
-	"  " NICK_COL ","
-	"  " ADDR_COL ","
-	"  created INTEGER NOT NULL DEFAULT " NOW ","
-	"  UNIQUE (addr, nick)"
-	") WITHOUT ROWID;"
-	"CREATE TABLE contacts ("
-	"  " USER_REF ","
-	"  " NICK_COL ","
-	"  " ADDR_COL ","
-	"  port INTEGER NOT NULL DEFAULT 0 CHECK (port BETWEEN 0 AND 65535),"
-	"  sub_to INTEGER NOT NULL DEFAULT 0 CHECK (sub_to IN (0, 1)),"
-	"  sub_from INTEGER NOT NULL DEFAULT 0 CHECK (sub_from IN (0, 1)),"
-	"  created INTEGER NOT NULL DEFAULT " NOW ","
-	"  PRIMARY KEY (user_jid, nick, addr)"
-	") WITHOUT ROWID;"
-	"CREATE INDEX contacts_addr ON contacts (addr);"
-	"CREATE TABLE pending ("
-	"  " USER_REF ","
-	"  " NICK_COL ","
-	"  " ADDR_COL ","
-	"  created INTEGER NOT NULL,"
-	"  last_asked INTEGER NOT NULL,"
-	"  PRIMARY KEY (user_jid, nick, addr)"
-	") WITHOUT ROWID;"
-	/* AUTOINCREMENT: an id held by a timer never names a newer message. */
-	"CREATE TABLE queue ("
-	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	"  direction INTEGER NOT NULL DEFAULT 0 CHECK (direction IN (0, 1)),"
-	"  " USER_REF ","
-	"  " NICK_COL ","
-	"  " ADDR_COL ","
-	"  sender TEXT NOT NULL,"
-	"  stanza_id TEXT,"
-	"  body TEXT NOT NULL,"
-	"  xhtml TEXT,"
-	"  receipt INTEGER NOT NULL DEFAULT 0 CHECK (receipt IN (0, 1)),"
-	"  created INTEGER NOT NULL,"
-	"  expires INTEGER NOT NULL DEFAULT 0,"
-	"  state INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1))"
-	");"
-	"CREATE INDEX queue_contact ON queue (user_jid, nick, addr, id);"
-	"CREATE INDEX queue_expires ON queue (expires) WHERE expires > 0;",
+	"PRAGMA application_id = " XSTR(
+	    STORE_APP_ID) ";"
+			  "CREATE TABLE users ("
+			  "  jid TEXT NOT NULL PRIMARY KEY,"
+			  "  " NICK_COL ","
+			  "  " ADDR_COL ","
+			  "  created INTEGER NOT NULL DEFAULT " NOW ","
+			  "  UNIQUE (addr, nick)"
+			  ") WITHOUT ROWID;"
+			  "CREATE TABLE contacts ("
+			  "  " USER_REF ","
+			  "  " NICK_COL ","
+			  "  " ADDR_COL ","
+			  "  port INTEGER NOT NULL DEFAULT 0 CHECK (port "
+			  "BETWEEN 0 AND 65535),"
+			  "  sub_to INTEGER NOT NULL DEFAULT 0 CHECK (sub_to "
+			  "IN (0, 1)),"
+			  "  sub_from INTEGER NOT NULL DEFAULT 0 CHECK "
+			  "(sub_from IN (0, 1)),"
+			  "  created INTEGER NOT NULL DEFAULT " NOW ","
+			  "  PRIMARY KEY (user_jid, nick, addr)"
+			  ") WITHOUT ROWID;"
+			  "CREATE INDEX contacts_addr ON contacts (addr);"
+			  "CREATE TABLE pending ("
+			  "  " USER_REF ","
+			  "  " NICK_COL ","
+			  "  " ADDR_COL ","
+			  "  created INTEGER NOT NULL,"
+			  "  last_asked INTEGER NOT NULL,"
+			  "  PRIMARY KEY (user_jid, nick, addr)"
+			  ") WITHOUT ROWID;"
+			  /* AUTOINCREMENT: an id held by a timer never names a newer message. */
+			  "CREATE TABLE queue ("
+			  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			  "  direction INTEGER NOT NULL DEFAULT 0 CHECK "
+			  "(direction IN (0, 1)),"
+			  "  " USER_REF ","
+			  "  " NICK_COL ","
+			  "  " ADDR_COL ","
+			  "  sender TEXT NOT NULL,"
+			  "  stanza_id TEXT,"
+			  "  body TEXT NOT NULL,"
+			  "  xhtml TEXT,"
+			  "  receipt INTEGER NOT NULL DEFAULT 0 CHECK (receipt "
+			  "IN (0, 1)),"
+			  "  created INTEGER NOT NULL,"
+			  "  expires INTEGER NOT NULL DEFAULT 0,"
+			  "  state INTEGER NOT NULL DEFAULT 0 CHECK (state IN "
+			  "(0, 1))"
+			  ");"
+			  "CREATE INDEX queue_contact ON queue (user_jid, "
+			  "nick, addr, id);"
+			  "CREATE INDEX queue_expires ON queue (expires) WHERE "
+			  "expires > 0;",
 };
 #define SCHEMA_VERSION ((int)nitems(migrations))
 
@@ -135,7 +147,8 @@ enum stmt {
 
 #define USER_COLS "jid, nick, addr, created"
 #define CONTACT_COLS "nick, addr, port, sub_to, sub_from"
-#define MSG_COLS "id, direction, user_jid, nick, addr, sender, stanza_id, " \
+#define MSG_COLS                                                               \
+	"id, direction, user_jid, nick, addr, sender, stanza_id, "             \
 	"body, xhtml, receipt, created, expires, state"
 
 /* Every statement, prepared once at open; "what" names it in log lines. */
@@ -163,7 +176,8 @@ static const struct {
 	    "SELECT " USER_COLS " FROM users ORDER BY jid" },
 
 	[S_CONTACT_PUT] = { "contact put",
-	    "INSERT INTO contacts (user_jid, nick, addr, port, sub_to, sub_from)"
+	    "INSERT INTO contacts (user_jid, nick, addr, port, sub_to, "
+	    "sub_from)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
 	    " ON CONFLICT (user_jid, nick, addr) DO UPDATE SET"
 	    " nick = excluded.nick, port = excluded.port,"
@@ -216,8 +230,8 @@ static const struct {
 };
 
 struct store {
-	sqlite3		*db;
-	sqlite3_stmt	*stmt[S_COUNT];
+	sqlite3 *db;
+	sqlite3_stmt *stmt[S_COUNT];
 };
 
 /* Turns one result row into what a walk's caller is given. */
@@ -280,20 +294,23 @@ check_identity(sqlite3 *db, const char *path, int *version, char **cause)
 	if (query_int(db, "PRAGMA application_id", &app_id) == -1 ||
 	    query_int(db, "PRAGMA user_version", version) == -1 ||
 	    query_int(db, "SELECT count(*) FROM sqlite_master", &ntables) ==
-	    -1) {
+		-1) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(db));
 		return -1;
 	}
 	if (app_id == STORE_APP_ID && *version > SCHEMA_VERSION) {
-		xasprintf(cause, "%s: schema version %d is newer than the %d "
+		xasprintf(cause,
+		    "%s: schema version %d is newer than the %d "
 		    "this barev-gateway knows; run a newer barev-gateway",
 		    path, *version, SCHEMA_VERSION);
 		return -1;
 	}
 	if (app_id != STORE_APP_ID &&
 	    (app_id != 0 || *version != 0 || ntables != 0)) {
-		xasprintf(cause, "%s: an SQLite database of another program "
-		    "(application_id %#x, user_version %d), not barev-gateway's",
+		xasprintf(cause,
+		    "%s: an SQLite database of another program "
+		    "(application_id %#x, user_version %d), not "
+		    "barev-gateway's",
 		    path, (unsigned)app_id, *version);
 		return -1;
 	}
@@ -310,10 +327,10 @@ migrate(sqlite3 *db, const char *path, int version, char **cause)
 	if (version == SCHEMA_VERSION)
 		return 0;
 	/* foreign_keys cannot change inside a transaction. */
-	if (sqlite3_exec(db, "PRAGMA foreign_keys = OFF", NULL, NULL,
-	    NULL) != SQLITE_OK ||
+	if (sqlite3_exec(db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL) !=
+		SQLITE_OK ||
 	    sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK) {
+		SQLITE_OK) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(db));
 		goto fail;
 	}
@@ -323,7 +340,8 @@ migrate(sqlite3 *db, const char *path, int version, char **cause)
 		goto fail;
 	}
 	if (v > SCHEMA_VERSION) {
-		xasprintf(cause, "%s: schema version %d is newer than the %d "
+		xasprintf(cause,
+		    "%s: schema version %d is newer than the %d "
 		    "this barev-gateway knows; run a newer barev-gateway",
 		    path, v, SCHEMA_VERSION);
 		goto fail;
@@ -331,16 +349,19 @@ migrate(sqlite3 *db, const char *path, int version, char **cause)
 	for (; v < SCHEMA_VERSION; v++) {
 		if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) !=
 		    SQLITE_OK) {
-			xasprintf(cause, "%s: migration to schema version %d: "
-			    "%s", path, v + 1, sqlite3_errmsg(db));
+			xasprintf(cause,
+			    "%s: migration to schema version %d: "
+			    "%s",
+			    path, v + 1, sqlite3_errmsg(db));
 			goto fail;
 		}
 	}
 	if (query_int(db, "SELECT count(*) FROM pragma_foreign_key_check",
-	    &bad) == -1 || bad != 0) {
-		xasprintf(cause, "%s: migration to schema version %d: %s",
-		    path, SCHEMA_VERSION, bad != 0 ? "broken foreign keys" :
-		    sqlite3_errmsg(db));
+		&bad) == -1 ||
+	    bad != 0) {
+		xasprintf(cause, "%s: migration to schema version %d: %s", path,
+		    SCHEMA_VERSION,
+		    bad != 0 ? "broken foreign keys" : sqlite3_errmsg(db));
 		goto fail;
 	}
 	xasprintf(&sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -365,10 +386,10 @@ configure(sqlite3 *db, const char *path, char **cause)
 {
 	char mode[32];
 
-	if (query_text(db, "PRAGMA journal_mode = WAL", mode,
-	    sizeof(mode)) == -1 ||
+	if (query_text(db, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) ==
+		-1 ||
 	    sqlite3_exec(db, "PRAGMA synchronous = " STORE_SYNCHRONOUS, NULL,
-	    NULL, NULL) != SQLITE_OK) {
+		NULL, NULL) != SQLITE_OK) {
 		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(db));
 		return -1;
 	}
@@ -385,8 +406,8 @@ enable_foreign_keys(sqlite3 *db, const char *path, char **cause)
 	int fk = 0;
 
 	if (sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) !=
-	    SQLITE_OK || query_int(db, "PRAGMA foreign_keys", &fk) == -1 ||
-	    fk != 1) {
+		SQLITE_OK ||
+	    query_int(db, "PRAGMA foreign_keys", &fk) == -1 || fk != 1) {
 		xasprintf(cause, "%s: cannot enable foreign keys: %s", path,
 		    fk != 1 ? "not supported" : sqlite3_errmsg(db));
 		return -1;
@@ -417,10 +438,11 @@ store_open(const char *path, char **cause)
 	*cause = NULL;
 	if (create_private(path, cause) == -1)
 		goto fail;
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		xasprintf(cause, "%s: %s", path, st->db != NULL ?
-		    sqlite3_errmsg(st->db) : "out of memory");
+	if (sqlite3_open_v2(path, &st->db,
+		SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+		NULL) != SQLITE_OK) {
+		xasprintf(cause, "%s: %s", path,
+		    st->db != NULL ? sqlite3_errmsg(st->db) : "out of memory");
 		goto fail;
 	}
 	sqlite3_extended_result_codes(st->db, 1);
@@ -432,8 +454,8 @@ store_open(const char *path, char **cause)
 		goto fail;
 	for (i = 0; i < S_COUNT; i++) {
 		if (sqlite3_prepare_v3(st->db, stmts[i].sql, -1,
-		    SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL) !=
-		    SQLITE_OK) {
+			SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+			NULL) != SQLITE_OK) {
 			xasprintf(cause, "%s: preparing %s: %s", path,
 			    stmts[i].what, sqlite3_errmsg(st->db));
 			goto fail;
@@ -503,23 +525,27 @@ bind_text(sqlite3_stmt *s, int i, const char *text)
 {
 	if (text == NULL)
 		return sqlite3_bind_null(s, i) == SQLITE_OK ? 0 : -1;
-	return sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC) == SQLITE_OK ?
-	    0 : -1;
+	return sqlite3_bind_text(s, i, text, -1, SQLITE_STATIC) == SQLITE_OK
+	    ? 0
+	    : -1;
 }
 
 static int
 bind_addr(sqlite3_stmt *s, int i, const struct in6_addr *a)
 {
 	return sqlite3_bind_blob(s, i, a, (int)sizeof(*a), SQLITE_STATIC) ==
-	    SQLITE_OK ? 0 : -1;
+		SQLITE_OK
+	    ? 0
+	    : -1;
 }
 
 /* A Barev JID as the nick at i and the address at i + 1. */
 static int
 bind_barev(sqlite3_stmt *s, int i, const struct barev_jid *j)
 {
-	if (sqlite3_bind_text(s, i, j->nick, (int)strnlen(j->nick,
-	    sizeof(j->nick)), SQLITE_STATIC) != SQLITE_OK)
+	if (sqlite3_bind_text(s, i, j->nick,
+		(int)strnlen(j->nick, sizeof(j->nick)),
+		SQLITE_STATIC) != SQLITE_OK)
 		return -1;
 	return bind_addr(s, i + 1, &j->addr);
 }
@@ -556,8 +582,7 @@ run_change(struct store *st, enum stmt id, sqlite3_stmt *s)
 
 /* Step s for at most one row and give it to row: 0, 1 no row, -1. */
 static int
-get_one(struct store *st, enum stmt id, sqlite3_stmt *s, row_fn row,
-    void *ctx)
+get_one(struct store *st, enum stmt id, sqlite3_stmt *s, row_fn row, void *ctx)
 {
 	int rc, rv;
 
@@ -694,8 +719,8 @@ read_msg(sqlite3_stmt *s, struct store_msg *m)
 	m->expires = sqlite3_column_int64(s, 11);
 	m->state = sqlite3_column_int(s, 12);
 	if (m->user_jid == NULL || m->sender == NULL || m->body == NULL) {
-		log_err("store: queue row %lld has a NULL text",
-		    (long long)m->id);
+		log_err(
+		    "store: queue row %lld has a NULL text", (long long)m->id);
 		return -1;
 	}
 	return 0;
@@ -786,8 +811,8 @@ store_user_add(struct store *st, const char *jid, const char *nick,
 	int rc, rv = -1;
 
 	if (check_user_jid(jid, cause) == -1 ||
-	    barev_nick_check(nick, strnlen(nick, BAREV_NICK_MAX + 1),
-	    cause) == -1)
+	    barev_nick_check(nick, strnlen(nick, BAREV_NICK_MAX + 1), cause) ==
+		-1)
 		return -1;
 	*cause = "database error";
 	if ((s = stmt_get(st, S_USER_ADD)) == NULL)
@@ -864,8 +889,8 @@ store_user_del(struct store *st, const char *jid)
 }
 
 int
-store_user_set_addr(struct store *st, const char *jid,
-    const struct in6_addr *addr)
+store_user_set_addr(
+    struct store *st, const char *jid, const struct in6_addr *addr)
 {
 	sqlite3_stmt *s;
 
@@ -877,8 +902,8 @@ store_user_set_addr(struct store *st, const char *jid,
 }
 
 struct users_walk {
-	int	(*fn)(void *, const struct store_user *);
-	void	*arg;
+	int (*fn)(void *, const struct store_user *);
+	void *arg;
 };
 
 static int
@@ -907,15 +932,16 @@ store_users_each(struct store *st,
 /* --- contacts ----------------------------------------------------------- */
 
 int
-store_contact_put(struct store *st, const char *user_jid,
-    const struct store_contact *c)
+store_contact_put(
+    struct store *st, const char *user_jid, const struct store_contact *c)
 {
 	sqlite3_stmt *s;
 
 	if ((s = stmt_get(st, S_CONTACT_PUT)) == NULL)
 		return -1;
-	if (bind_text(s, 1, user_jid) == -1 || bind_barev(s, 2, &c->who) ==
-	    -1 || bind_int64(s, 4, c->port) == -1 ||
+	if (bind_text(s, 1, user_jid) == -1 ||
+	    bind_barev(s, 2, &c->who) == -1 ||
+	    bind_int64(s, 4, c->port) == -1 ||
 	    bind_int64(s, 5, c->sub_to != 0) == -1 ||
 	    bind_int64(s, 6, c->sub_from != 0) == -1)
 		return bind_failed(st, S_CONTACT_PUT, s);
@@ -936,8 +962,8 @@ store_contact_get(struct store *st, const char *user_jid,
 }
 
 int
-store_contact_del(struct store *st, const char *user_jid,
-    const struct barev_jid *who)
+store_contact_del(
+    struct store *st, const char *user_jid, const struct barev_jid *who)
 {
 	sqlite3_stmt *s;
 
@@ -949,9 +975,9 @@ store_contact_del(struct store *st, const char *user_jid,
 }
 
 struct contacts_walk {
-	int	(*fn)(void *, const struct store_contact *);
-	int	(*fn_at)(void *, const char *, const struct store_contact *);
-	void	*arg;
+	int (*fn)(void *, const struct store_contact *);
+	int (*fn_at)(void *, const char *, const struct store_contact *);
+	void *arg;
 };
 
 static int
@@ -1023,8 +1049,8 @@ store_pending_put(struct store *st, const char *user_jid,
 }
 
 int
-store_pending_del(struct store *st, const char *user_jid,
-    const struct barev_jid *who)
+store_pending_del(
+    struct store *st, const char *user_jid, const struct barev_jid *who)
 {
 	sqlite3_stmt *s;
 
@@ -1036,9 +1062,9 @@ store_pending_del(struct store *st, const char *user_jid,
 }
 
 struct pending_walk {
-	int	(*fn)(void *, const char *, const struct barev_jid *, int64_t,
-		    int64_t);
-	void	*arg;
+	int (*fn)(
+	    void *, const char *, const struct barev_jid *, int64_t, int64_t);
+	void *arg;
 };
 
 static int
@@ -1057,7 +1083,8 @@ pending_row(sqlite3_stmt *s, void *ctx)
 int
 store_pending_each(struct store *st,
     int (*fn)(void *arg, const char *user_jid, const struct barev_jid *who,
-    int64_t created, int64_t last_asked), void *arg)
+	int64_t created, int64_t last_asked),
+    void *arg)
 {
 	struct pending_walk w = { fn, arg };
 	sqlite3_stmt *s;
@@ -1081,8 +1108,7 @@ store_msg_add(struct store *st, const struct store_msg *m)
 	    bind_barev(s, 3, &m->to) == -1 ||
 	    bind_text(s, 5, m->sender) == -1 ||
 	    bind_text(s, 6, m->stanza_id) == -1 ||
-	    bind_text(s, 7, m->body) == -1 ||
-	    bind_text(s, 8, m->xhtml) == -1 ||
+	    bind_text(s, 7, m->body) == -1 || bind_text(s, 8, m->xhtml) == -1 ||
 	    bind_int64(s, 9, m->receipt != 0) == -1 ||
 	    bind_int64(s, 10, m->created) == -1 ||
 	    bind_int64(s, 11, m->expires) == -1)
@@ -1093,9 +1119,9 @@ store_msg_add(struct store *st, const struct store_msg *m)
 }
 
 struct msg_walk {
-	int	(*fn)(void *, const struct store_msg *);
-	void	*arg;
-	int64_t	 last;	/* id of the last message fn was called for */
+	int (*fn)(void *, const struct store_msg *);
+	void *arg;
+	int64_t last; /* id of the last message fn was called for */
 };
 
 static int
@@ -1112,8 +1138,8 @@ msg_row(sqlite3_stmt *s, void *ctx)
 
 int
 store_msg_each_for(struct store *st, const char *user_jid,
-    const struct barev_jid *to,
-    int (*fn)(void *arg, const struct store_msg *m), void *arg)
+    const struct barev_jid *to, int (*fn)(void *arg, const struct store_msg *m),
+    void *arg)
 {
 	struct msg_walk w = { fn, arg, 0 };
 	sqlite3_stmt *s;

@@ -33,43 +33,43 @@
 struct store;
 
 struct store_user {
-	char		jid[STORE_JID_MAX + 1];
-	char		nick[BAREV_NICK_MAX + 1];	/* NUL-padded, case kept */
-	struct in6_addr	addr;				/* the gateway's Barev address */
-	int64_t		created;			/* Unix time of registration */
+	char jid[STORE_JID_MAX + 1];
+	char nick[BAREV_NICK_MAX + 1]; /* NUL-padded, case kept */
+	struct in6_addr addr; /* the gateway's Barev address */
+	int64_t created; /* Unix time of registration */
 };
 
 struct store_contact {
-	struct barev_jid who;		/* nick case as last put */
-	unsigned short	port;		/* 0: the default Barev port */
-	int		sub_to;		/* the user receives the contact's presence */
-	int		sub_from;	/* the contact may see the user's presence */
+	struct barev_jid who; /* nick case as last put */
+	unsigned short port; /* 0: the default Barev port */
+	int sub_to; /* the user receives the contact's presence */
+	int sub_from; /* the contact may see the user's presence */
 };
 
 /* Which way a queued message goes; only STORE_TO_BAREV is used so far. */
 enum store_dir {
-	STORE_TO_BAREV = 0,	/* from an XMPP user to a Barev contact */
-	STORE_TO_XMPP = 1,	/* reserved: from a Barev contact to a user */
+	STORE_TO_BAREV = 0, /* from an XMPP user to a Barev contact */
+	STORE_TO_XMPP = 1, /* reserved: from a Barev contact to a user */
 };
 
 /* Message states: queued, or written to a pipe and not yet confirmed. */
-#define STORE_MSG_QUEUED	0
-#define STORE_MSG_SENT		1
+#define STORE_MSG_QUEUED 0
+#define STORE_MSG_SENT 1
 
 /* The strings are borrowed: the caller's for store_msg_add, SQLite's in a walk. */
 struct store_msg {
-	int64_t		 id;		/* the delivery order; never reused */
-	enum store_dir	 dir;
-	const char	*user_jid;	/* bare JID of the gateway user */
-	struct barev_jid to;		/* the Barev contact */
-	const char	*sender;	/* full JID that sent it (errors, receipts) */
-	const char	*stanza_id;	/* may be NULL */
-	const char	*body;
-	const char	*xhtml;		/* XHTML-IM body, may be NULL */
-	int		 receipt;	/* the sender asked for a XEP-0184 receipt */
-	int64_t		 created;
-	int64_t		 expires;	/* 0: never */
-	int		 state;		/* STORE_MSG_QUEUED or STORE_MSG_SENT */
+	int64_t id; /* the delivery order; never reused */
+	enum store_dir dir;
+	const char *user_jid; /* bare JID of the gateway user */
+	struct barev_jid to; /* the Barev contact */
+	const char *sender; /* full JID that sent it (errors, receipts) */
+	const char *stanza_id; /* may be NULL */
+	const char *body;
+	const char *xhtml; /* XHTML-IM body, may be NULL */
+	int receipt; /* the sender asked for a XEP-0184 receipt */
+	int64_t created;
+	int64_t expires; /* 0: never */
+	int state; /* STORE_MSG_QUEUED or STORE_MSG_SENT */
 };
 
 /*
@@ -104,8 +104,8 @@ int store_user_by_nick(struct store *st, const char *nick,
 /* How many users have addr, or -1. */
 int store_user_count_at(struct store *st, const struct in6_addr *addr);
 /* Move a user to another address (per-user mode); -1 if the nick is taken there. */
-int store_user_set_addr(struct store *st, const char *jid,
-    const struct in6_addr *addr);
+int store_user_set_addr(
+    struct store *st, const char *jid, const struct in6_addr *addr);
 /* Delete a user with their contacts, pending requests and queued messages. */
 int store_user_del(struct store *st, const char *jid);
 /* Every user, in JID order. */
@@ -114,12 +114,12 @@ int store_users_each(struct store *st,
 
 /* contacts of a user */
 /* Insert, or update port, subscriptions and the nick's case. -1 if no such user. */
-int store_contact_put(struct store *st, const char *user_jid,
-    const struct store_contact *c);
+int store_contact_put(
+    struct store *st, const char *user_jid, const struct store_contact *c);
 int store_contact_get(struct store *st, const char *user_jid,
     const struct barev_jid *who, struct store_contact *out);
-int store_contact_del(struct store *st, const char *user_jid,
-    const struct barev_jid *who);
+int store_contact_del(
+    struct store *st, const char *user_jid, const struct barev_jid *who);
 /* A user's contacts, by nick (ignoring case) then address. */
 int store_contacts_each(struct store *st, const char *user_jid,
     int (*fn)(void *arg, const struct store_contact *c), void *arg);
@@ -132,12 +132,13 @@ int store_contacts_at(struct store *st, const struct in6_addr *addr,
 /* Record who asking user_jid at now: created is kept from the first time. */
 int store_pending_put(struct store *st, const char *user_jid,
     const struct barev_jid *who, int64_t now);
-int store_pending_del(struct store *st, const char *user_jid,
-    const struct barev_jid *who);
+int store_pending_del(
+    struct store *st, const char *user_jid, const struct barev_jid *who);
 /* Every pending request, oldest first. */
 int store_pending_each(struct store *st,
     int (*fn)(void *arg, const char *user_jid, const struct barev_jid *who,
-    int64_t created, int64_t last_asked), void *arg);
+	int64_t created, int64_t last_asked),
+    void *arg);
 
 /* message queue (store and forward) */
 /*
@@ -154,8 +155,8 @@ int64_t store_msg_add(struct store *st, const struct store_msg *m);
  * it does not want to write again.
  */
 int store_msg_each_for(struct store *st, const char *user_jid,
-    const struct barev_jid *to,
-    int (*fn)(void *arg, const struct store_msg *m), void *arg);
+    const struct barev_jid *to, int (*fn)(void *arg, const struct store_msg *m),
+    void *arg);
 int store_msg_set_state(struct store *st, int64_t id, int state);
 int store_msg_del(struct store *st, int64_t id);
 /*

@@ -25,8 +25,8 @@ struct users {
 static int
 jid_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct user *)a)->jid,
-	    ((const struct user *)b)->jid);
+	return strcmp(
+	    ((const struct user *)a)->jid, ((const struct user *)b)->jid);
 }
 
 static int
@@ -222,8 +222,8 @@ user_contact(struct user *u, const struct barev_jid *who)
 }
 
 struct contact *
-user_contact_add(struct user *u, const struct barev_jid *who,
-    unsigned short port)
+user_contact_add(
+    struct user *u, const struct barev_jid *who, unsigned short port)
 {
 	struct contact *c = user_contact(u, who);
 
@@ -252,8 +252,8 @@ user_contact_remove(struct user *u, struct contact *victim)
 }
 
 void
-shown_set(struct shown *s, int available, enum barev_show show,
-    const char *status)
+shown_set(
+    struct shown *s, int available, enum barev_show show, const char *status)
 {
 	free(s->status);
 	s->available = available;

@@ -24,28 +24,28 @@ struct shown {
 struct contact {
 	struct barev_jid who;
 	unsigned short port;
-	int sub_to;   /* the user sees the contact's presence */
+	int sub_to; /* the user sees the contact's presence */
 	int sub_from; /* the contact may see the user's presence */
 	int pipe_up;
-	struct shown seen;    /* the contact's presence as last sent to the user */
-	int composing;        /* the user is typing to this contact */
-	double composing_at;  /* when the user last said so */
+	struct shown seen; /* the contact's presence as last sent to the user */
+	int composing; /* the user is typing to this contact */
+	double composing_at; /* when the user last said so */
 	struct contact *next;
 };
 
 struct resource {
 	char *jid; /* full JID */
-	int rank;  /* dnd 1, xa 2, away 3, available 4, chat 5 */
+	int rank; /* dnd 1, xa 2, away 3, available 4, chat 5 */
 	int priority;
 	char *status;
 	struct resource *next;
 };
 
 struct user {
-	char *jid;                /* bare, lower case */
-	struct barev_jid id;      /* the user's Barev identity */
+	char *jid; /* bare, lower case */
+	struct barev_jid id; /* the user's Barev identity */
 	struct resource *resources;
-	struct shown sent;        /* what Barev peers were last told */
+	struct shown sent; /* what Barev peers were last told */
 	struct contact *contacts;
 };
 
@@ -54,8 +54,8 @@ struct users;
 struct users *users_new(void);
 void users_free(struct users *us);
 /* Adds a user (fresh, offline, no contacts); NULL if jid is present. */
-struct user *users_add(struct users *us, const char *jid,
-    const struct barev_jid *id);
+struct user *
+users_add(struct users *us, const char *jid, const struct barev_jid *id);
 void users_remove(struct users *us, struct user *u);
 /* Gives u another Barev identity; -1 if another user has it. */
 int users_set_id(struct users *us, struct user *u, const struct barev_jid *id);
@@ -66,12 +66,11 @@ struct user *users_by_id(struct users *us, const struct barev_jid *id);
 unsigned users_count_at(struct users *us, const struct in6_addr *addr);
 /* The user at addr if exactly one has it, else NULL. */
 struct user *users_only_at(struct users *us, const struct in6_addr *addr);
-void users_each(struct users *us, void (*fn)(struct user *, void *),
-    void *arg);
+void users_each(struct users *us, void (*fn)(struct user *, void *), void *arg);
 
 struct contact *user_contact(struct user *u, const struct barev_jid *who);
-struct contact *user_contact_add(struct user *u, const struct barev_jid *who,
-    unsigned short port);
+struct contact *user_contact_add(
+    struct user *u, const struct barev_jid *who, unsigned short port);
 void user_contact_remove(struct user *u, struct contact *c);
 
 /*
@@ -83,8 +82,8 @@ int user_presence(struct user *u, const char *full_jid, xmpp_stanza_t *pres,
     const struct shown **now);
 int user_online(const struct user *u);
 
-void shown_set(struct shown *s, int available, enum barev_show show,
-    const char *status);
+void shown_set(
+    struct shown *s, int available, enum barev_show show, const char *status);
 int shown_equal(const struct shown *a, const struct shown *b);
 void shown_clear(struct shown *s);
 

@@ -14,7 +14,7 @@
 
 /* Without a way to turn reparse deferral off, expat holds back the end of
  * a stanza that arrived in small pieces (configure looks for it). */
-#if !defined(HAVE_XML_SETREPARSEDEFERRALENABLED) && \
+#if !defined(HAVE_XML_SETREPARSEDEFERRALENABLED) &&                            \
     (XML_MAJOR_VERSION * 100 + XML_MINOR_VERSION >= 206)
 #error "expat >= 2.6 needs XML_SetReparseDeferralEnabled; rerun configure"
 #endif
@@ -45,33 +45,33 @@ static const char wrapper[] = "<w xmlns:stream='" XSTREAM_NS_STREAMS "'>";
 typedef unsigned long xs_off;
 
 enum phase {
-	PH_PROLOG,  /* scanning by hand for the next element */
+	PH_PROLOG, /* scanning by hand for the next element */
 	PH_ELEMENT, /* an expat parser owns the input */
-	PH_DONE,    /* closed, failed or stopped */
+	PH_DONE, /* closed, failed or stopped */
 };
 
 enum prolog_state {
-	PS_TEXT,       /* whitespace or junk */
-	PS_LT,         /* after '<' */
-	PS_PI,         /* after "<?", matching "xml" */
-	PS_DECL,       /* inside the XML declaration */
-	PS_DECL_Q,     /* after '?' inside it */
-	PS_BANG,       /* after "<!" */
-	PS_BANG_DASH,  /* after "<!-" */
-	PS_COMMENT,    /* inside a comment */
+	PS_TEXT, /* whitespace or junk */
+	PS_LT, /* after '<' */
+	PS_PI, /* after "<?", matching "xml" */
+	PS_DECL, /* inside the XML declaration */
+	PS_DECL_Q, /* after '?' inside it */
+	PS_BANG, /* after "<!" */
+	PS_BANG_DASH, /* after "<!-" */
+	PS_COMMENT, /* inside a comment */
 	PS_COMMENT_D1, /* after '-' inside it */
 	PS_COMMENT_D2, /* after "--" inside it */
 };
 
 enum kind {
 	K_UNKNOWN, /* the first element's start tag is not complete */
-	K_PREHDR,  /* it is a <stream:error> before the header */
-	K_STREAM,  /* it is the stream root */
+	K_PREHDR, /* it is a <stream:error> before the header */
+	K_STREAM, /* it is the stream root */
 };
 
 struct frame {
 	xmpp_stanza_t *el; /* owned by the top-level stanza */
-	char *ns;          /* its namespace, NULL for none */
+	char *ns; /* its namespace, NULL for none */
 };
 
 struct xstream {
@@ -82,21 +82,21 @@ struct xstream {
 	enum phase phase;
 
 	enum prolog_state ps;
-	unsigned pi_len;  /* bytes of "xml" matched after "<?" */
+	unsigned pi_len; /* bytes of "xml" matched after "<?" */
 	size_t hdr_bytes; /* header bytes before the current parser */
 
 	XML_Parser parser;
 	int in_parse; /* inside XML_Parse(): XML_StopParser() allowed */
 	enum kind kind;
-	xs_off fed;          /* bytes given to the parser */
-	xs_off mark;         /* where the unfinished top-level item begins */
+	xs_off fed; /* bytes given to the parser */
+	xs_off mark; /* where the unfinished top-level item begins */
 	xs_off stanza_start; /* where the stanza being built begins */
-	xs_off prehdr_end;   /* where the pre-header error ended ... */
-	int prehdr_done;     /* ... so this parser is being dropped */
-	unsigned depth;      /* open elements; the first element is 1 */
-	unsigned base;       /* depth of top-level stanzas */
+	xs_off prehdr_end; /* where the pre-header error ended ... */
+	int prehdr_done; /* ... so this parser is being dropped */
+	unsigned depth; /* open elements; the first element is 1 */
+	unsigned base; /* depth of top-level stanzas */
 
-	xmpp_stanza_t *top;   /* the stanza being built */
+	xmpp_stanza_t *top; /* the stanza being built */
 	struct frame *frames; /* its open elements, frames[0] is top */
 	unsigned nframes, frames_cap;
 	char *text; /* character data not yet in the tree */
@@ -293,8 +293,8 @@ frame_push(struct xstream *xs, xmpp_stanza_t *el, char *ns)
 {
 	if (xs->nframes == xs->frames_cap) {
 		xs->frames_cap = xs->frames_cap != 0 ? xs->frames_cap * 2 : 8;
-		xs->frames = xrealloc(xs->frames,
-		    xs->frames_cap * sizeof(*xs->frames));
+		xs->frames = xrealloc(
+		    xs->frames, xs->frames_cap * sizeof(*xs->frames));
 	}
 	xs->frames[xs->nframes].el = el;
 	xs->frames[xs->nframes].ns = ns;

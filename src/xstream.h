@@ -22,9 +22,9 @@ struct xstream_limits {
 };
 
 enum xstream_error {
-	XSTREAM_ERR_NOT_WELL_FORMED,   /* expat's error, or a bad comment */
-	XSTREAM_ERR_RESTRICTED_XML,    /* DTD, entity declaration, PI */
-	XSTREAM_ERR_POLICY_VIOLATION,  /* a limit was exceeded */
+	XSTREAM_ERR_NOT_WELL_FORMED, /* expat's error, or a bad comment */
+	XSTREAM_ERR_RESTRICTED_XML, /* DTD, entity declaration, PI */
+	XSTREAM_ERR_POLICY_VIOLATION, /* a limit was exceeded */
 	XSTREAM_ERR_INVALID_NAMESPACE, /* first element is no stream header */
 };
 
@@ -56,8 +56,8 @@ enum xstream_error {
 struct xstream_cb {
 	/* The stream root opened.  attrs: NULL-terminated name/value pairs,
 	 * named as stanza attributes are.  from/to are NULL when absent. */
-	void (*open)(void *arg, const char *from, const char *to,
-	    const char **attrs);
+	void (*open)(
+	    void *arg, const char *from, const char *to, const char **attrs);
 	/* One complete top-level element inside the stream, including a
 	 * <stream:error> (name "error", xmlns XSTREAM_NS_STREAMS). */
 	void (*stanza)(void *arg, xmpp_stanza_t *stanza);
@@ -74,9 +74,9 @@ struct xstream_cb {
 struct xstream;
 
 /* A parser for one incoming stream; limits and cb are copied. */
-struct xstream *xstream_new(xmpp_ctx_t *ctx,
-    const struct xstream_limits *limits, const struct xstream_cb *cb,
-    void *arg);
+struct xstream *
+xstream_new(xmpp_ctx_t *ctx, const struct xstream_limits *limits,
+    const struct xstream_cb *cb, void *arg);
 
 /*
  * Parse bytes as they arrive, split anywhere.  Returns 0 while the stream

@@ -31,8 +31,8 @@
  * and its values (addresses) need no escapes, so no general parser.
  */
 static int
-json_string(const char *json, size_t len, const char *key, char *out,
-    size_t outlen)
+json_string(
+    const char *json, size_t len, const char *key, char *out, size_t outlen)
 {
 	char pattern[64];
 	const char *p = json, *end = json + len, *hit;
@@ -41,14 +41,14 @@ json_string(const char *json, size_t len, const char *key, char *out,
 	plen = (size_t)snprintf(pattern, sizeof(pattern), "\"%s\"", key);
 	while ((hit = memmem(p, (size_t)(end - p), pattern, plen)) != NULL) {
 		p = hit + plen;
-		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
-		    *p == '\r'))
+		while (p < end &&
+		    (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
 			p++;
 		if (p >= end || *p != ':')
 			continue;
 		p++;
-		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' ||
-		    *p == '\r'))
+		while (p < end &&
+		    (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
 			p++;
 		if (p >= end || *p != '"')
 			continue;
@@ -80,14 +80,15 @@ ygg_in_subnet(const struct in6_addr *subnet, const struct in6_addr *a)
 }
 
 int
-ygg_parse_self(const char *json, size_t len, struct ygg_node *out,
-    const char **cause)
+ygg_parse_self(
+    const char *json, size_t len, struct ygg_node *out, const char **cause)
 {
 	char addr[ADDR_STRLEN + 8], subnet[ADDR_STRLEN + 8], *slash;
 
 	memset(out, 0, sizeof(*out));
 	if (json_string(json, len, "address", addr, sizeof(addr)) == -1 ||
-	    addr_parse(addr, &out->addr) == -1 || out->addr.s6_addr[0] != 0x02) {
+	    addr_parse(addr, &out->addr) == -1 ||
+	    out->addr.s6_addr[0] != 0x02) {
 		*cause = "no Yggdrasil address (200::/8) in the answer";
 		return -1;
 	}
@@ -122,8 +123,8 @@ wait_fd(int fd, short events, double deadline)
 
 /* Runs before the event loop exists (start-up and -t): blocking with a bound is fine. */
 int
-ygg_query_admin(const char *path, double timeout, struct ygg_node *out,
-    char **cause)
+ygg_query_admin(
+    const char *path, double timeout, struct ygg_node *out, char **cause)
 {
 	static const char request[] = "{\"request\":\"getSelf\"}";
 	struct sockaddr_un sun;
@@ -143,15 +144,16 @@ ygg_query_admin(const char *path, double timeout, struct ygg_node *out,
 	}
 	memcpy(sun.sun_path, path, strlen(path));
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1 || (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1
-	    && errno != EINPROGRESS)) {
+	if (fd == -1 ||
+	    (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 &&
+		errno != EINPROGRESS)) {
 		xasprintf(cause, "%s: %s", path, strerror(errno));
 		goto out;
 	}
 	if (wait_fd(fd, POLLOUT, deadline) == -1 ||
 	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == -1 || err) {
-		xasprintf(cause, "%s: %s", path, err ? strerror(err)
-						     : "no answer in time");
+		xasprintf(cause, "%s: %s", path,
+		    err ? strerror(err) : "no answer in time");
 		goto out;
 	}
 	if (send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL) !=
@@ -203,8 +205,8 @@ ygg_from_interfaces(struct ygg_node *out, char **cause)
 		out->have_addr = 1;
 		ygg_subnet_of(a, &out->subnet);
 		out->have_subnet = 1;
-		snprintf(out->source, sizeof(out->source),
-		    "the interface %s", i->ifa_name);
+		snprintf(out->source, sizeof(out->source), "the interface %s",
+		    i->ifa_name);
 		break;
 	}
 	freeifaddrs(ifs);
@@ -224,8 +226,8 @@ ygg_user_address(const struct in6_addr *subnet, const char *bare_jid,
 	char *data;
 	int len;
 
-	len = xasprintf(&data, "barev-gateway user address\n%s\n%u",
-	    bare_jid, attempt);
+	len = xasprintf(
+	    &data, "barev-gateway user address\n%s\n%u", bare_jid, attempt);
 	if (EVP_Digest(data, (size_t)len, md, &mdlen, EVP_sha256(), NULL) != 1)
 		memset(md, 0, sizeof(md));
 	free(data);
@@ -265,7 +267,8 @@ ygg_resolve(const struct conf *conf, struct ygg_node *out, char **cause)
 		out->have_subnet = 1;
 	}
 	if (!out->have_addr || !out->have_subnet) {
-		if (ygg_query_admin(conf->admin_socket, 2.0, &found, &why1) == 0)
+		if (ygg_query_admin(conf->admin_socket, 2.0, &found, &why1) ==
+		    0)
 			fill_missing(out, &found);
 		else if (ygg_from_interfaces(&found, &why2) == 0)
 			fill_missing(out, &found);
@@ -276,7 +279,8 @@ ygg_resolve(const struct conf *conf, struct ygg_node *out, char **cause)
 	}
 	needed = conf->per_user ? out->have_subnet : out->have_addr;
 	if (!needed)
-		xasprintf(cause, "barev: no Yggdrasil %s found (admin socket "
+		xasprintf(cause,
+		    "barev: no Yggdrasil %s found (admin socket "
 		    "%s; interfaces: %s); start yggdrasil, or set barev.%s",
 		    conf->per_user ? "subnet" : "address",
 		    why1 ? why1 : "not asked", why2 ? why2 : "not looked at",
@@ -323,9 +327,10 @@ ygg_check_anyip(const struct in6_addr *subnet, char **cause)
 	goto out;
 fail:
 	addr_format(subnet, text);
-	xasprintf(cause, "the addresses of %s/64 do not reach this host (%s); "
-	    "add the AnyIP route: ip -6 route add local %s/64 dev lo", text,
-	    strerror(errno), text);
+	xasprintf(cause,
+	    "the addresses of %s/64 do not reach this host (%s); "
+	    "add the AnyIP route: ip -6 route add local %s/64 dev lo",
+	    text, strerror(errno), text);
 out:
 	if (l != -1)
 		close(l);

@@ -9,18 +9,18 @@ struct conf;
 
 struct ygg_node {
 	int have_addr;
-	struct in6_addr addr;   /* in 200::/8 */
+	struct in6_addr addr; /* in 200::/8 */
 	int have_subnet;
 	struct in6_addr subnet; /* the /64 prefix in 300::/8, low half zero */
-	char source[256];       /* where they came from, for people */
+	char source[256]; /* where they came from, for people */
 };
 
 /* The address and subnet in a getSelf answer (JSON). 0 or -1 + cause. */
-int ygg_parse_self(const char *json, size_t len, struct ygg_node *out,
-    const char **cause);
+int ygg_parse_self(
+    const char *json, size_t len, struct ygg_node *out, const char **cause);
 /* Asks the admin socket at path, waiting at most timeout seconds. */
-int ygg_query_admin(const char *path, double timeout, struct ygg_node *out,
-    char **cause);
+int ygg_query_admin(
+    const char *path, double timeout, struct ygg_node *out, char **cause);
 /* The first 200::/8 address of a local interface, and its /64. */
 int ygg_from_interfaces(struct ygg_node *out, char **cause);
 /* A node's routed /64: its address's first half with 0x02 made 0x03. */

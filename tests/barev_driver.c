@@ -117,8 +117,8 @@ cb_lookup_local(void *arg, const char *to_nick, const struct in6_addr *dialled,
 }
 
 static enum barev_verdict
-cb_allow(void *arg, const struct barev_jid *local,
-    const struct barev_jid *remote)
+cb_allow(
+    void *arg, const struct barev_jid *local, const struct barev_jid *remote)
 {
 	return find_contact(arg, local, remote) ? BAREV_ALLOW : BAREV_DENY;
 }
@@ -198,8 +198,8 @@ cb_confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	static const char *names[] = { "confirmed", "assumed", "lost" };
 
 	emit("confirmed %llu %s", (unsigned long long)token,
-	    (unsigned)how < sizeof(names) / sizeof(names[0]) ? names[how] :
-	    "unknown");
+	    (unsigned)how < sizeof(names) / sizeof(names[0]) ? names[how]
+							     : "unknown");
 }
 
 static const struct barev_cb callbacks = {
@@ -273,8 +273,8 @@ cmd_contact(struct driver *d, char *args)
 		return;
 	if (find_contact(d, &j[0], &j[1]))
 		return;
-	d->contacts = xrealloc(d->contacts,
-	    (d->ncontacts + 1) * sizeof(*d->contacts));
+	d->contacts = xrealloc(
+	    d->contacts, (d->ncontacts + 1) * sizeof(*d->contacts));
 	d->contacts[d->ncontacts].local = j[0];
 	d->contacts[d->ncontacts].remote = j[1];
 	d->ncontacts++;
@@ -344,8 +344,8 @@ send_common(struct driver *d, char *args, int confirmed)
 		return;
 	}
 	if (confirmed)
-		rc = barev_send_confirmed(d->barev, &j[0], &j[1], stanza,
-		    token);
+		rc = barev_send_confirmed(
+		    d->barev, &j[0], &j[1], stanza, token);
 	else
 		rc = barev_send(d->barev, &j[0], &j[1], stanza);
 	emit("%s", rc == -1 ? "error not-up" : "sent");
@@ -497,11 +497,11 @@ main(int argc, char **argv)
 	}
 
 	if (fcntl(STDIN_FILENO, F_SETFL,
-	    fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK) == -1)
+		fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK) == -1)
 		fatalx("driver: stdin: %s", strerror(errno));
 	d.in = evbuffer_new();
-	d.ev_in = event_new(d.base, STDIN_FILENO, EV_READ | EV_PERSIST,
-	    on_stdin, &d);
+	d.ev_in = event_new(
+	    d.base, STDIN_FILENO, EV_READ | EV_PERSIST, on_stdin, &d);
 	event_add(d.ev_in, NULL);
 	emit("ready");
 

@@ -40,26 +40,33 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PEER_PREFIX "201:bbbb::"  /* reachable contacts (AnyIP route to lo) */
-#define DEAD_PREFIX "201:dddd::"  /* unreachable contacts (no route) */
-#define READ_MAX (256 * 1024)     /* bytes read from one socket per wakeup */
+#define PEER_PREFIX "201:bbbb::" /* reachable contacts (AnyIP route to lo) */
+#define DEAD_PREFIX "201:dddd::" /* unreachable contacts (no route) */
+#define READ_MAX (256 * 1024) /* bytes read from one socket per wakeup */
 #define STANZA_MAX (1024 * 1024)
-#define CHUNK 64                  /* messages written at once in bulk runs */
-#define BUCKET 0.1                /* seconds per accept-rate bucket */
+#define CHUNK 64 /* messages written at once in bulk runs */
+#define BUCKET 0.1 /* seconds per accept-rate bucket */
 #define MAX_BUCKETS 6000
-#define MAX_BULK_PAIRS 1000       /* relay and e2e: pairs that carry traffic */
+#define MAX_BULK_PAIRS 1000 /* relay and e2e: pairs that carry traffic */
 
 enum kind { K_COMP_LISTEN, K_COMP, K_PEER_LISTEN, K_PEER, K_C2S, K_TIMER };
 
 enum c2s_state {
-	C_CONNECTING, C_FEAT1, C_IBR, C_AUTH, C_FEAT2, C_BIND, C_GREG, C_READY,
+	C_CONNECTING,
+	C_FEAT1,
+	C_IBR,
+	C_AUTH,
+	C_FEAT2,
+	C_BIND,
+	C_GREG,
+	C_READY,
 };
 
 /* Which way bulk and paced traffic flows. */
 enum dir {
-	TO_BAREV,  /* fake server (or XMPP clients) -> gateway -> peers */
-	TO_XMPP,   /* peers -> gateway -> fake server (or XMPP clients) */
-	DIRECT,    /* XMPP client -> server -> XMPP client, no gateway */
+	TO_BAREV, /* fake server (or XMPP clients) -> gateway -> peers */
+	TO_XMPP, /* peers -> gateway -> fake server (or XMPP clients) */
+	DIRECT, /* XMPP client -> server -> XMPP client, no gateway */
 };
 
 struct buf {
@@ -74,17 +81,17 @@ struct conn {
 	int fd;
 	int dead;
 	int want_out;
-	int in_stream;    /* the splitter is inside the stream element */
-	int restart;      /* a callback restarted the stream (after SASL) */
+	int in_stream; /* the splitter is inside the stream element */
+	int restart; /* a callback restarted the stream (after SASL) */
 	struct buf in;
 	struct buf out;
-	int pair;         /* peers: contact index; c2s: user index */
-	int up;           /* peers: saw the gateway's presence; c2s: ready */
-	int role;         /* c2s: 0 gateway user, 1 direct sender, 2 direct receiver */
+	int pair; /* peers: contact index; c2s: user index */
+	int up; /* peers: saw the gateway's presence; c2s: ready */
+	int role; /* c2s: 0 gateway user, 1 direct sender, 2 direct receiver */
 	enum c2s_state state;
-	char self[128];   /* peers: our Barev JID; c2s: localpart */
-	char other[128];  /* peers: the gateway user's Barev JID */
-	char *msg;        /* pre-built bulk chunk this conn sends */
+	char self[128]; /* peers: our Barev JID; c2s: localpart */
+	char other[128]; /* peers: the gateway user's Barev JID */
+	char *msg; /* pre-built bulk chunk this conn sends */
 	size_t msglen;
 	size_t msgoff[CHUNK + 1]; /* where message k of the chunk starts */
 };
@@ -97,25 +104,26 @@ struct opts {
 	int peer_port;
 	int c2s_port;
 	const char *secret;
-	const char *domain;       /* the component's JID */
-	const char *xmpp_domain;  /* the users' server */
+	const char *domain; /* the component's JID */
+	const char *xmpp_domain; /* the users' server */
 	long msgs;
 	int batches;
 	long warmup;
 	int window;
 	int rate;
 	double seconds;
-	double batch_seconds;     /* adaptive batch size: this long at the warm-up's rate */
-	int dead_every;           /* every n-th contact is unreachable (0: none) */
-	char *stages;             /* idle: users online at each stage */
+	double
+	    batch_seconds; /* adaptive batch size: this long at the warm-up's rate */
+	int dead_every; /* every n-th contact is unreachable (0: none) */
+	char *stages; /* idle: users online at each stage */
 	int ka_windows;
 	double ka_seconds;
 	double timeout;
 	int gw_pid;
-	int srv_pid;              /* e2e: the XMPP server */
-	int ibr;                  /* e2e: register the accounts in-band first */
-	int direct_pairs;         /* e2e: client-to-client pairs */
-	const char *dirs;         /* which directions to run */
+	int srv_pid; /* e2e: the XMPP server */
+	int ibr; /* e2e: register the accounts in-band first */
+	int direct_pairs; /* e2e: client-to-client pairs */
+	const char *dirs; /* which directions to run */
 };
 
 static struct opts O = {
@@ -149,11 +157,11 @@ static struct opts O = {
 
 struct pair {
 	struct conn *peer;
-	char *to_contact;     /* bulk chunk, server -> contact */
+	char *to_contact; /* bulk chunk, server -> contact */
 	size_t to_contact_len;
 	size_t to_contact_off[CHUNK + 1];
-	char jid[128];        /* the contact's JID on the gateway */
-	char user_full[96];   /* the user's full JID */
+	char jid[128]; /* the contact's JID on the gateway */
+	char user_full[96]; /* the user's full JID */
 };
 
 static struct {
@@ -169,15 +177,15 @@ static struct {
 
 	struct pair *pairs;
 	int npairs;
-	unsigned char *online;   /* users whose probes we answer */
+	unsigned char *online; /* users whose probes we answer */
 
-	struct conn **all;       /* every connection, for the final resets */
+	struct conn **all; /* every connection, for the final resets */
 	int nall;
 	struct conn **c2s;
 	int nc2s;
 	int c2s_ready;
 
-	long ups;                /* peers that saw the gateway's presence */
+	long ups; /* peers that saw the gateway's presence */
 	long accepts;
 	long peers_open;
 	double last_up;
@@ -225,8 +233,7 @@ die(const char *fmt, ...)
 	exit(1);
 }
 
-static void __attribute__((format(printf, 1, 2)))
-note(const char *fmt, ...)
+static void __attribute__((format(printf, 1, 2))) note(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -391,8 +398,8 @@ contact_jid(int i, char *out, size_t len)
 
 /* Appends one message to a bulk chunk, remembering where it starts. */
 static void
-chunk_add(char **chunk, size_t *len, size_t *off, int k, const char *msg,
-    size_t mlen)
+chunk_add(
+    char **chunk, size_t *len, size_t *off, int k, const char *msg, size_t mlen)
 {
 	off[k] = *len;
 	*chunk = xrealloc(*chunk, *len + mlen);
@@ -481,7 +488,8 @@ conn_flush(struct conn *c)
 	ssize_t n;
 
 	while (!c->dead && c->out.off < c->out.len) {
-		n = write(c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
+		n = write(
+		    c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
@@ -618,8 +626,9 @@ split(struct conn *c, const char *p, size_t len, piece_fn fn)
 		if (i + 1 >= len)
 			break;
 		if (p[i + 1] == '?' || p[i + 1] == '!') {
-			e = memmem(p + i, len - i, p[i + 1] == '?' ? "?>" :
-			    "-->", p[i + 1] == '?' ? 2 : 3);
+			e = memmem(p + i, len - i,
+			    p[i + 1] == '?' ? "?>" : "-->",
+			    p[i + 1] == '?' ? 2 : 3);
 			if (e == NULL)
 				break;
 			i = (size_t)(e - p) + (p[i + 1] == '?' ? 2 : 3);
@@ -634,7 +643,8 @@ split(struct conn *c, const char *p, size_t len, piece_fn fn)
 		if (p[i + 1] == '/') {
 			depth--;
 			if (depth == 1)
-				fn(c, P_STANZA, p + start, (size_t)k + 1 - start);
+				fn(c, P_STANZA, p + start,
+				    (size_t)k + 1 - start);
 			else if (depth <= 0) {
 				fn(c, P_END, p + i, (size_t)k + 1 - i);
 				depth = 0;
@@ -781,7 +791,8 @@ comp_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 		snprintf(buf, sizeof(buf), "%s%s", G.stream_id, O.secret);
 		hex_sha1(buf, want);
 		lt = gt ? memchr(gt, '<', len - (size_t)(gt - s)) : NULL;
-		if (gt == NULL || lt == NULL || lt - gt - 1 >= (long)sizeof(got))
+		if (gt == NULL || lt == NULL ||
+		    lt - gt - 1 >= (long)sizeof(got))
 			die("bad handshake");
 		memcpy(got, gt + 1, (size_t)(lt - gt - 1));
 		got[lt - gt - 1] = '\0';
@@ -825,9 +836,11 @@ comp_sync(void)
 	char buf[256], from[96];
 
 	user_jid(0, from, sizeof(from), 1);
-	snprintf(buf, sizeof(buf), "<iq type='get' id='sync-%ld' from='%s' "
+	snprintf(buf, sizeof(buf),
+	    "<iq type='get' id='sync-%ld' from='%s' "
 	    "to='%s'><query xmlns='http://jabber.org/protocol/disco#info'/>"
-	    "</iq>", ++G.sync_sent, from, O.domain);
+	    "</iq>",
+	    ++G.sync_sent, from, O.domain);
 	conn_sendstr(G.comp, buf);
 	return G.sync_sent;
 }
@@ -839,8 +852,8 @@ comp_online(int u)
 
 	G.online[u] = 1;
 	user_jid(u, from, sizeof(from), 1);
-	snprintf(buf, sizeof(buf), "<presence from='%s' to='%s'/>", from,
-	    O.domain);
+	snprintf(
+	    buf, sizeof(buf), "<presence from='%s' to='%s'/>", from, O.domain);
 	conn_put(G.comp, buf, strlen(buf));
 }
 
@@ -854,15 +867,18 @@ comp_register(void)
 	for (u = 0; u < O.users; u++) {
 		user_jid(u, from, sizeof(from), 1);
 		user_jid(u, bare, sizeof(bare), 0);
-		snprintf(buf, sizeof(buf), "<iq type='set' id='reg-%d' "
+		snprintf(buf, sizeof(buf),
+		    "<iq type='set' id='reg-%d' "
 		    "from='%s' to='%s'><query xmlns='jabber:iq:register'>"
-		    "<username>bu%d</username></query></iq>", u, from,
-		    O.domain, u);
+		    "<username>bu%d</username></query></iq>",
+		    u, from, O.domain, u);
 		conn_put(G.comp, buf, strlen(buf));
 		for (k = 0; k < O.contacts; k++) {
 			i = u * O.contacts + k;
-			snprintf(buf, sizeof(buf), "<presence type='subscribe' "
-			    "from='%s' to='%s'/>", bare, G.pairs[i].jid);
+			snprintf(buf, sizeof(buf),
+			    "<presence type='subscribe' "
+			    "from='%s' to='%s'/>",
+			    bare, G.pairs[i].jid);
 			conn_put(G.comp, buf, strlen(buf));
 		}
 		if (u % 50 == 49)
@@ -874,7 +890,8 @@ comp_register(void)
 /* --- the Barev peers ------------------------------------------------------ */
 
 /* Every body: t= carries CLOCK_MONOTONIC ns in paced runs, zeros otherwise. */
-#define BODY_TEXT "Benchmark message t=%019" PRIu64 " lorem ipsum dolor " \
+#define BODY_TEXT                                                              \
+	"Benchmark message t=%019" PRIu64 " lorem ipsum dolor "                \
 	"sit amet, a short chat line"
 
 static void
@@ -896,7 +913,8 @@ peer_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 		    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n"
 		    "<stream:stream xmlns=\"jabber:client\" "
 		    "xmlns:stream=\"http://etherx.jabber.org/streams\" "
-		    "from=\"%s\" to=\"%s\">", c->self, c->other);
+		    "from=\"%s\" to=\"%s\">",
+		    c->self, c->other);
 		conn_sendstr(c, buf);
 		/* The chunk this pipe sends in bulk runs. */
 		free(c->msg);
@@ -905,8 +923,8 @@ peer_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 		for (n = 0; n < CHUNK; n++) {
 			int l = snprintf(buf, sizeof(buf),
 			    "<message type=\"chat\" from=\"%s\" to=\"%s\">"
-			    "<body>" BODY_TEXT "</body></message>", c->self,
-			    c->other, (uint64_t)0);
+			    "<body>" BODY_TEXT "</body></message>",
+			    c->self, c->other, (uint64_t)0);
 			chunk_add(&c->msg, &c->msglen, c->msgoff, (int)n, buf,
 			    (size_t)l);
 		}
@@ -991,7 +1009,8 @@ b64(const unsigned char *in, size_t len, char *out)
 	unsigned v;
 
 	for (i = 0; i + 2 < len; i += 3) {
-		v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+		v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 |
+		    in[i + 2];
 		*out++ = tab[v >> 18];
 		*out++ = tab[(v >> 12) & 63];
 		*out++ = tab[(v >> 6) & 63];
@@ -1013,7 +1032,8 @@ c2s_header(struct conn *c)
 {
 	char buf[256];
 
-	snprintf(buf, sizeof(buf), "<?xml version='1.0'?><stream:stream "
+	snprintf(buf, sizeof(buf),
+	    "<?xml version='1.0'?><stream:stream "
 	    "to='%s' xmlns='jabber:client' "
 	    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
 	    O.xmpp_domain);
@@ -1034,8 +1054,10 @@ c2s_auth(struct conn *c)
 	memcpy(raw + n, "benchpw", 7);
 	n += 7;
 	b64(raw, n, enc);
-	snprintf(buf, sizeof(buf), "<auth xmlns='urn:ietf:params:xml:ns:"
-	    "xmpp-sasl' mechanism='PLAIN'>%s</auth>", enc);
+	snprintf(buf, sizeof(buf),
+	    "<auth xmlns='urn:ietf:params:xml:ns:"
+	    "xmpp-sasl' mechanism='PLAIN'>%s</auth>",
+	    enc);
 	conn_sendstr(c, buf);
 	c->state = C_AUTH;
 }
@@ -1054,17 +1076,21 @@ c2s_bound(struct conn *c)
 		return;
 	}
 	if (c->state == C_BIND) {
-		snprintf(buf, sizeof(buf), "<iq type='set' id='greg' to='%s'>"
+		snprintf(buf, sizeof(buf),
+		    "<iq type='set' id='greg' to='%s'>"
 		    "<query xmlns='jabber:iq:register'><username>%s</username>"
-		    "</query></iq>", O.domain, c->self);
+		    "</query></iq>",
+		    O.domain, c->self);
 		conn_sendstr(c, buf);
 		c->state = C_GREG;
 		return;
 	}
 	for (k = 0; k < O.contacts; k++) {
 		i = c->pair * O.contacts + k;
-		snprintf(buf, sizeof(buf), "<presence type='subscribe' "
-		    "to='%s'/>", G.pairs[i].jid);
+		snprintf(buf, sizeof(buf),
+		    "<presence type='subscribe' "
+		    "to='%s'/>",
+		    G.pairs[i].jid);
 		conn_put(c, buf, strlen(buf));
 	}
 	snprintf(buf, sizeof(buf), "<presence/><presence to='%s'/>", O.domain);
@@ -1087,10 +1113,12 @@ c2s_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 		if (!name_is(s, len, "stream:features"))
 			return;
 		if (O.ibr) {
-			snprintf(buf, sizeof(buf), "<iq type='set' id='ibr'>"
+			snprintf(buf, sizeof(buf),
+			    "<iq type='set' id='ibr'>"
 			    "<query xmlns='jabber:iq:register'><username>%s"
 			    "</username><password>benchpw</password></query>"
-			    "</iq>", c->self);
+			    "</iq>",
+			    c->self);
 			conn_sendstr(c, buf);
 			c->state = C_IBR;
 		} else
@@ -1112,7 +1140,8 @@ c2s_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 	case C_FEAT2:
 		if (!name_is(s, len, "stream:features"))
 			return;
-		conn_sendstr(c, "<iq type='set' id='bind'><bind xmlns='urn:"
+		conn_sendstr(c,
+		    "<iq type='set' id='bind'><bind xmlns='urn:"
 		    "ietf:params:xml:ns:xmpp-bind'><resource>b</resource>"
 		    "</bind></iq>");
 		c->state = C_BIND;
@@ -1165,8 +1194,9 @@ static void (*pump)(void);
 static void
 on_readable(struct conn *c)
 {
-	piece_fn fn = c->kind == K_COMP ? comp_piece :
-	    c->kind == K_PEER ? peer_piece : c2s_piece;
+	piece_fn fn = c->kind == K_COMP ? comp_piece
+	    : c->kind == K_PEER		? peer_piece
+					: c2s_piece;
 	size_t total = 0, used;
 	ssize_t n;
 
@@ -1187,8 +1217,9 @@ on_readable(struct conn *c)
 				conn_kill(c);
 				return;
 			}
-			die("%s closed the connection", c->kind == K_COMP ?
-			    "the gateway" : "the XMPP server");
+			die("%s closed the connection",
+			    c->kind == K_COMP ? "the gateway"
+					      : "the XMPP server");
 		}
 		total += (size_t)n;
 		c->in.len += (size_t)n;
@@ -1273,8 +1304,9 @@ must(int (*pred)(void), double timeout, const char *what)
 {
 	if (run_until(pred, timeout) == -1)
 		die("timed out after %.0f s waiting for %s (got=%ld sent=%ld "
-		    "ups=%ld accepts=%ld c2s_ready=%d)", timeout, what, G.got,
-		    G.sent, G.ups, G.accepts, G.c2s_ready);
+		    "ups=%ld accepts=%ld c2s_ready=%d)",
+		    timeout, what, G.got, G.sent, G.ups, G.accepts,
+		    G.c2s_ready);
 }
 
 static void
@@ -1283,12 +1315,28 @@ sleep_loop(double seconds)
 	run_until(NULL, seconds);
 }
 
-static int pred_comp_up(void) { return G.comp_up; }
-static int pred_synced(void) { return G.sync_seen >= G.sync_sent; }
-static int pred_c2s_ready(void) { return G.c2s_ready >= G.nc2s; }
+static int
+pred_comp_up(void)
+{
+	return G.comp_up;
+}
+static int
+pred_synced(void)
+{
+	return G.sync_seen >= G.sync_sent;
+}
+static int
+pred_c2s_ready(void)
+{
+	return G.c2s_ready >= G.nc2s;
+}
 
 static long want_ups;
-static int pred_ups(void) { return G.ups >= want_ups; }
+static int
+pred_ups(void)
+{
+	return G.ups >= want_ups;
+}
 
 /* --- traffic ---------------------------------------------------------------- */
 
@@ -1309,8 +1357,10 @@ bulk_put(long n)
 	int i;
 
 	while (n > 0) {
-		i = (int)(cur_rr++ % (unsigned)(cur_dir == TO_BAREV &&
-		    G.comp != NULL ? G.npairs : cur_nsrcs));
+		i = (int)(cur_rr++ %
+		    (unsigned)(cur_dir == TO_BAREV && G.comp != NULL
+			    ? G.npairs
+			    : cur_nsrcs));
 		if (cur_dir == TO_BAREV && G.comp != NULL) {
 			/* The fake server writes to the contacts in turn. */
 			p = &G.pairs[i];
@@ -1361,7 +1411,11 @@ bulk_pump(void)
 	flush_srcs();
 }
 
-static int pred_all_got(void) { return G.got >= cur_total; }
+static int
+pred_all_got(void)
+{
+	return G.got >= cur_total;
+}
 
 static struct conn *timer_conn;
 static double paced_end;
@@ -1376,30 +1430,37 @@ paced_one(void)
 	int i, n, tries;
 
 	for (tries = 0; tries < 65536; tries++) {
-		i = (int)(cur_rr++ % (unsigned)(cur_dir == TO_BAREV &&
-		    G.comp != NULL ? G.npairs : cur_nsrcs));
+		i = (int)(cur_rr++ %
+		    (unsigned)(cur_dir == TO_BAREV && G.comp != NULL
+			    ? G.npairs
+			    : cur_nsrcs));
 		snprintf(body, sizeof(body), BODY_TEXT, now_ns());
 		if (cur_dir == TO_BAREV && G.comp != NULL) {
 			p = &G.pairs[i];
 			if (contact_dead(i) || p->peer == NULL)
 				continue;
-			n = snprintf(buf, sizeof(buf), "<message from='%s' "
+			n = snprintf(buf, sizeof(buf),
+			    "<message from='%s' "
 			    "to='%s' type='chat' id='b'><body>%s</body>"
-			    "</message>", p->user_full, p->jid, body);
+			    "</message>",
+			    p->user_full, p->jid, body);
 			conn_send(G.comp, buf, (size_t)n);
 		} else {
 			c = cur_srcs[i];
 			if (c == NULL || c->dead)
 				continue;
 			if (c->kind == K_PEER)
-				n = snprintf(buf, sizeof(buf), "<message "
+				n = snprintf(buf, sizeof(buf),
+				    "<message "
 				    "type=\"chat\" from=\"%s\" to=\"%s\"><body>"
-				    "%s</body></message>", c->self, c->other,
-				    body);
+				    "%s</body></message>",
+				    c->self, c->other, body);
 			else
-				n = snprintf(buf, sizeof(buf), "<message to='%s' "
+				n = snprintf(buf, sizeof(buf),
+				    "<message to='%s' "
 				    "type='chat' id='b'><body>%s</body>"
-				    "</message>", c->other, body);
+				    "</message>",
+				    c->other, body);
 			conn_send(c, buf, (size_t)n);
 		}
 		G.sent++;
@@ -1426,7 +1487,11 @@ paced_pump(void)
 	}
 }
 
-static int pred_paced_done(void) { return now() >= paced_end && G.got >= G.sent; }
+static int
+pred_paced_done(void)
+{
+	return now() >= paced_end && G.got >= G.sent;
+}
 
 static const char *
 dir_name(enum dir d)
@@ -1531,8 +1596,8 @@ bulk_series(const char *prefix, enum dir d)
 		if (n > 2000000)
 			n = 2000000;
 	}
-	snprintf(name, sizeof(name), "%s.%s.msgs_per_batch", prefix,
-	    dir_name(d));
+	snprintf(
+	    name, sizeof(name), "%s.%s.msgs_per_batch", prefix, dir_name(d));
 	result(name, "msgs", "%ld", n);
 	for (b = 0; b < O.batches; b++)
 		bulk_batch(prefix, d, n, 1);
@@ -1585,13 +1650,12 @@ paced_batch(const char *prefix, enum dir d)
 	result(name, "us", "%.0f", pct(99));
 	snprintf(name, sizeof(name), "%s.%s.max", prefix, dir_name(d));
 	result(name, "us", "%.0f", G.lat[G.nlat - 1]);
-	snprintf(name, sizeof(name), "%s.%s.rate_achieved", prefix,
-	    dir_name(d));
+	snprintf(
+	    name, sizeof(name), "%s.%s.rate_achieved", prefix, dir_name(d));
 	result(name, "msg/s", "%.0f", (double)G.nlat / O.seconds);
 }
 
 /* --- set-up shared by the modes ---------------------------------------------- */
-
 
 static void
 build_pairs(void)
@@ -1617,9 +1681,11 @@ build_pairs(void)
 	for (i = 0; i < G.npairs; i++) {
 		p = &G.pairs[i];
 		for (k = 0; k < CHUNK; k++) {
-			l = snprintf(buf, sizeof(buf), "<message from='%s' "
+			l = snprintf(buf, sizeof(buf),
+			    "<message from='%s' "
 			    "to='%s' type='chat' id='b'><body>%s</body>"
-			    "</message>", p->user_full, p->jid, body);
+			    "</message>",
+			    p->user_full, p->jid, body);
 			chunk_add(&p->to_contact, &p->to_contact_len,
 			    p->to_contact_off, k, buf, (size_t)l);
 		}
@@ -1644,8 +1710,9 @@ open_listeners(int comp, int peers)
 		conn_add(listen_tcp("::1", O.comp_port), K_COMP_LISTEN, 0);
 	if (peers)
 		conn_add(listen_tcp("::", O.peer_port), K_PEER_LISTEN, 0);
-	timer_conn = conn_add(timerfd_create(CLOCK_MONOTONIC,
-	    TFD_NONBLOCK | TFD_CLOEXEC), K_TIMER, 0);
+	timer_conn = conn_add(
+	    timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC),
+	    K_TIMER, 0);
 }
 
 /* The driver starts the gateway when told, then tells us its pid. */
@@ -1740,10 +1807,13 @@ c2s_chunk(struct conn *c)
 
 	snprintf(body, sizeof(body), BODY_TEXT, (uint64_t)0);
 	for (k = 0; k < CHUNK; k++) {
-		to = c->role == 1 ? c->other :
-		    G.pairs[c->pair * O.contacts + k % O.contacts].jid;
-		l = snprintf(buf, sizeof(buf), "<message to='%s' type='chat' "
-		    "id='b'><body>%s</body></message>", to, body);
+		to = c->role == 1
+		    ? c->other
+		    : G.pairs[c->pair * O.contacts + k % O.contacts].jid;
+		l = snprintf(buf, sizeof(buf),
+		    "<message to='%s' type='chat' "
+		    "id='b'><body>%s</body></message>",
+		    to, body);
 		chunk_add(&c->msg, &c->msglen, c->msgoff, k, buf, (size_t)l);
 	}
 }
@@ -1756,14 +1826,14 @@ mode_e2e(void)
 	struct conn *c;
 	int u, i;
 
-	G.c2s = xmalloc((size_t)(O.users + 2 * O.direct_pairs) *
-	    sizeof(*G.c2s));
+	G.c2s = xmalloc(
+	    (size_t)(O.users + 2 * O.direct_pairs) * sizeof(*G.c2s));
 	open_listeners(0, 1);
 	for (i = 0; i < O.direct_pairs; i++) {
 		snprintf(local, sizeof(local), "da%d", i);
 		c = G.c2s[G.nc2s++] = c2s_new(i, 1, local);
-		snprintf(c->other, sizeof(c->other), "db%d@%s", i,
-		    O.xmpp_domain);
+		snprintf(
+		    c->other, sizeof(c->other), "db%d@%s", i, O.xmpp_domain);
 		snprintf(local, sizeof(local), "db%d", i);
 		G.c2s[G.nc2s++] = c2s_new(i, 2, local);
 	}
@@ -1831,7 +1901,7 @@ mode_idle(void)
 	if (stages != NULL) {
 		result("idle.rss.pipes_0", "bytes", "%ld", rss0);
 		for (tok = strtok_r(stages, ",", &save); tok != NULL;
-		    tok = strtok_r(NULL, ",", &save)) {
+		     tok = strtok_r(NULL, ",", &save)) {
 			target = atoi(tok);
 			if (target > O.users)
 				die("stage %d is more users than %d", target,
@@ -1840,8 +1910,8 @@ mode_idle(void)
 			online = target;
 			sleep_loop(1.0);
 			rss = proc_rss(O.gw_pid);
-			snprintf(name, sizeof(name), "idle.rss.pipes_%ld",
-			    G.ups);
+			snprintf(
+			    name, sizeof(name), "idle.rss.pipes_%ld", G.ups);
 			result(name, "bytes", "%ld", rss);
 			snprintf(name, sizeof(name),
 			    "idle.bytes_per_pipe.pipes_%ld", G.ups);
@@ -1909,7 +1979,8 @@ mode_startup(void)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: bench_load prep|relay|e2e|idle|startup "
+	fprintf(stderr,
+	    "usage: bench_load prep|relay|e2e|idle|startup "
 	    "[options]\n  see tests/bench/README\n");
 	exit(2);
 }
@@ -1951,30 +2022,77 @@ main(int argc, char **argv)
 	optind = 2;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
-		case 'u': O.users = atoi(optarg); break;
-		case 'c': O.contacts = atoi(optarg); break;
-		case 'P': O.comp_port = atoi(optarg); break;
-		case 'B': O.peer_port = atoi(optarg); break;
-		case 'C': O.c2s_port = atoi(optarg); break;
-		case 's': O.secret = optarg; break;
-		case 'd': O.domain = optarg; break;
-		case 'n': O.msgs = atol(optarg); break;
-		case 'b': O.batches = atoi(optarg); break;
-		case 'w': O.warmup = atol(optarg); break;
-		case 'W': O.window = atoi(optarg); break;
-		case 'r': O.rate = atoi(optarg); break;
-		case 'S': O.seconds = atof(optarg); break;
-		case 'T': O.batch_seconds = atof(optarg); break;
-		case 'x': O.dead_every = atoi(optarg); break;
-		case 'g': O.stages = optarg; break;
-		case 'k': O.ka_windows = atoi(optarg); break;
-		case 'K': O.ka_seconds = atof(optarg); break;
-		case 't': O.timeout = atof(optarg); break;
-		case 'p': O.srv_pid = atoi(optarg); break;
-		case 'D': O.direct_pairs = atoi(optarg); break;
-		case 'R': O.dirs = optarg; break;
-		case 'I': O.ibr = 0; break;
-		default: usage();
+		case 'u':
+			O.users = atoi(optarg);
+			break;
+		case 'c':
+			O.contacts = atoi(optarg);
+			break;
+		case 'P':
+			O.comp_port = atoi(optarg);
+			break;
+		case 'B':
+			O.peer_port = atoi(optarg);
+			break;
+		case 'C':
+			O.c2s_port = atoi(optarg);
+			break;
+		case 's':
+			O.secret = optarg;
+			break;
+		case 'd':
+			O.domain = optarg;
+			break;
+		case 'n':
+			O.msgs = atol(optarg);
+			break;
+		case 'b':
+			O.batches = atoi(optarg);
+			break;
+		case 'w':
+			O.warmup = atol(optarg);
+			break;
+		case 'W':
+			O.window = atoi(optarg);
+			break;
+		case 'r':
+			O.rate = atoi(optarg);
+			break;
+		case 'S':
+			O.seconds = atof(optarg);
+			break;
+		case 'T':
+			O.batch_seconds = atof(optarg);
+			break;
+		case 'x':
+			O.dead_every = atoi(optarg);
+			break;
+		case 'g':
+			O.stages = optarg;
+			break;
+		case 'k':
+			O.ka_windows = atoi(optarg);
+			break;
+		case 'K':
+			O.ka_seconds = atof(optarg);
+			break;
+		case 't':
+			O.timeout = atof(optarg);
+			break;
+		case 'p':
+			O.srv_pid = atoi(optarg);
+			break;
+		case 'D':
+			O.direct_pairs = atoi(optarg);
+			break;
+		case 'R':
+			O.dirs = optarg;
+			break;
+		case 'I':
+			O.ibr = 0;
+			break;
+		default:
+			usage();
 		}
 	}
 	if (O.users < 1 || O.contacts < 1 || O.users * O.contacts > 1000000 ||

@@ -22,8 +22,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (conf == NULL || cause != NULL)
 			abort();
 		conf_free(conf);
-	} else if (conf != NULL || cause == NULL ||
-	    strchr(cause, '\n') != NULL)
+	} else if (conf != NULL || cause == NULL || strchr(cause, '\n') != NULL)
 		abort();
 	free(cause);
 	free(text);

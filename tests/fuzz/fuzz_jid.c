@@ -15,10 +15,11 @@
 #define INPUT_MAX (JID_MAX + 16)
 
 /* A violated property: abort so that libFuzzer keeps the input. */
-#define CHECK(cond) do {						\
-	if (!(cond))							\
-		abort();						\
-} while (0)
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			abort();                                               \
+	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -122,13 +123,14 @@ check_barev(const char *s, int flags)
 		return;
 	}
 	CHECK(barev_nick_check(j.nick, strlen(j.nick), &cause) == 0);
-	CHECK(is_zero(j.nick + strlen(j.nick),
-	    sizeof(j.nick) - strlen(j.nick)));
+	CHECK(
+	    is_zero(j.nick + strlen(j.nick), sizeof(j.nick) - strlen(j.nick)));
 	CHECK((flags & BAREV_ANY_ADDR) || addr_is_yggdrasil(&j.addr));
 	barev_jid_format(&j, buf);
 	CHECK(barev_jid_parse(buf, flags, &again, &cause) == 0);
 	CHECK(memcmp(&j, &again, sizeof(j)) == 0);
-	CHECK(barev_jid_equal(&j, &again) && barev_jid_equal_nocase(&j, &again));
+	CHECK(
+	    barev_jid_equal(&j, &again) && barev_jid_equal_nocase(&j, &again));
 	CHECK(strcmp(barev_jid_format(&again, buf2), buf) == 0);
 	check_gateway(&j, flags);
 }
@@ -187,8 +189,9 @@ check_split(const char *s)
 		return;
 	}
 	CHECK(p.domain_len > 0 && p.domain_len <= JID_PART_MAX);
-	CHECK(p.local == NULL || (p.local == s && p.local_len > 0 &&
-	    p.local_len <= JID_PART_MAX && s[p.local_len] == '@'));
+	CHECK(p.local == NULL ||
+	    (p.local == s && p.local_len > 0 && p.local_len <= JID_PART_MAX &&
+		s[p.local_len] == '@'));
 	CHECK(memchr(p.domain, '/', p.domain_len) == NULL);
 	n = (size_t)(p.domain - s) + p.domain_len;
 	if (p.resource == NULL)

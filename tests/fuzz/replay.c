@@ -24,8 +24,7 @@ struct files {
 	size_t n, cap;
 };
 
-static void __attribute__((noreturn))
-bail(const char *why, const char *what)
+static void __attribute__((noreturn)) bail(const char *why, const char *what)
 {
 	/* One failing test, so no TAP driver can count this as a pass. */
 	printf("1..1\nnot ok 1 - %s: %s\n", why, what);

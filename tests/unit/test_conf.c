@@ -151,8 +151,8 @@ test_every_key_set(void **state)
 	assert_int_equal(c->barev_listen.n, 3);
 	assert_int_equal(c->barev_listen.v[1].port, 1337);
 	assert_string_equal(addr_format(&c->barev_listen.v[1].addr, buf), "::");
-	assert_string_equal(addr_format(&c->barev_listen.v[2].addr, buf),
-	    "201:af82::1");
+	assert_string_equal(
+	    addr_format(&c->barev_listen.v[2].addr, buf), "201:af82::1");
 	assert_int_equal(c->barev_listen.v[2].port, 5299);
 	assert_int_equal(c->barev_default_port, 1337);
 	assert_true(c->ping_interval == 2.5 && c->ping_timeout == 1.0);
@@ -214,7 +214,8 @@ test_example_documents_every_key(void **state)
 	assert_int_equal(ex->max_stanza_bytes, 65536);
 	assert_int_equal(ex->max_pipes, 20000);
 	assert_true(ex->ping_interval == 30.0 && ex->redial_max == 900.0);
-	assert_string_equal(ex->storage_path, "/var/lib/barev-gateway/state.db");
+	assert_string_equal(
+	    ex->storage_path, "/var/lib/barev-gateway/state.db");
 	assert_int_equal(ex->access_domains.n, 1);
 	assert_string_equal(ex->access_domains.v[0], "example.org");
 	conf_free(ex);
@@ -251,10 +252,10 @@ test_out_of_range(void **state)
 static void
 test_missing_required(void **state)
 {
-	expect_bad("missing-jid.conf", "missing required key 'component.jid'",
-	    NULL);
-	expect_bad("no-secret.conf", "missing required key 'component.secret'",
-	    NULL);
+	expect_bad(
+	    "missing-jid.conf", "missing required key 'component.jid'", NULL);
+	expect_bad(
+	    "no-secret.conf", "missing required key 'component.secret'", NULL);
 }
 
 static void
@@ -272,8 +273,7 @@ test_bad_values(void **state)
 {
 	expect_bad("bad-listen.conf", ":3: key 'barev.listen'", "65535");
 	expect_bad("bad-level.conf", ":2: key 'log.level'", "debug");
-	expect_bad("not-yggdrasil.conf", ":2: key 'barev.address'",
-	    "200::/7");
+	expect_bad("not-yggdrasil.conf", ":2: key 'barev.address'", "200::/7");
 	expect_bad("bad-jid.conf", ":1: key 'component.jid'", "lower-case");
 	expect_bad("backoff-order.conf", "'component.reconnect_max'",
 	    "must not be below");
@@ -309,14 +309,18 @@ test_reload_keeps_fixed_keys(void **state)
 	char *cause = NULL;
 
 	assert_int_equal(conf_load_string("old",
-	    "component = { jid = \"a.example\"; secret = \"s\"; port = 1; };\n"
-	    "log = { level = \"info\"; };\n",
-	    &old, &cause), 0);
-	assert_int_equal(conf_load_string("new",
-	    "component = { jid = \"b.example\"; secret = \"s\"; port = 2; "
-	    "reconnect_max = 9; };\n"
-	    "log = { level = \"debug\"; };\n",
-	    &fresh, &cause), 0);
+			     "component = { jid = \"a.example\"; secret = "
+			     "\"s\"; port = 1; };\n"
+			     "log = { level = \"info\"; };\n",
+			     &old, &cause),
+	    0);
+	assert_int_equal(
+	    conf_load_string("new",
+		"component = { jid = \"b.example\"; secret = \"s\"; port = 2; "
+		"reconnect_max = 9; };\n"
+		"log = { level = \"debug\"; };\n",
+		&fresh, &cause),
+	    0);
 	nwarned = 0;
 	conf_keep_fixed(fresh, old, record_warning);
 	assert_int_equal(nwarned, 2);

@@ -33,8 +33,8 @@ canon(const char *s, char *buf)
 /* --- addr.c -------------------------------------------------------------- */
 
 static const struct {
-	const char	*in;
-	const char	*out;	/* RFC 5952 form, NULL if addr_parse must fail */
+	const char *in;
+	const char *out; /* RFC 5952 form, NULL if addr_parse must fail */
 } addr_cases[] = {
 	/* Long forms as the Pascal library writes them. */
 	{ "0200:0001:0000:0000:0000:0000:0000:0001", "200:1::1" },
@@ -111,13 +111,13 @@ test_addr_equal(void **state)
 }
 
 static const struct {
-	const char	*addr;
-	int		 ygg;
+	const char *addr;
+	int ygg;
 } ygg_cases[] = {
 	{ "200::", 1 },
 	{ "201:af82:9f2f:7809:be0c:360a:1587:6be7", 1 },
 	{ "2ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 },
-	{ "300::1", 1 },	/* a node's routed subnet */
+	{ "300::1", 1 }, /* a node's routed subnet */
 	{ "3ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 },
 	{ "1ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 0 },
 	{ "400::", 0 },
@@ -147,10 +147,10 @@ test_addr_is_yggdrasil(void **state)
 #define PORT_CAUSE "port must be a number from 0 (any free port) to 65535"
 
 static const struct {
-	const char	*in;
-	const char	*addr;	/* canonical; NULL: parse fails */
-	uint16_t	 port;
-	const char	*cause;
+	const char *in;
+	const char *addr; /* canonical; NULL: parse fails */
+	uint16_t port;
+	const char *cause;
 } listen_cases[] = {
 	{ "[201:af82::1]:5299", "201:af82::1", 5299, NULL },
 	{ "[0200:0001::0001]:1337", "200:1::1", 1337, NULL },
@@ -203,8 +203,8 @@ test_addr_parse_listen(void **state)
 
 	for (i = 0; i < nitems(listen_cases); i++) {
 		cause = NULL;
-		rv = addr_parse_listen(listen_cases[i].in, 5299, &a, &port,
-		    &cause);
+		rv = addr_parse_listen(
+		    listen_cases[i].in, 5299, &a, &port, &cause);
 		if (listen_cases[i].addr == NULL) {
 			if (rv != -1)
 				fail_msg("\"%s\" parsed", listen_cases[i].in);
@@ -214,8 +214,7 @@ test_addr_parse_listen(void **state)
 		}
 		if (rv != 0)
 			fail_msg("\"%s\": %s", listen_cases[i].in, cause);
-		assert_string_equal(addr_format(&a, buf),
-		    listen_cases[i].addr);
+		assert_string_equal(addr_format(&a, buf), listen_cases[i].addr);
 		assert_int_equal(port, listen_cases[i].port);
 	}
 }
@@ -223,10 +222,10 @@ test_addr_parse_listen(void **state)
 /* --- Barev JIDs ---------------------------------------------------------- */
 
 static const struct {
-	const char	*in;
-	int		 flags;
-	const char	*nick;
-	const char	*out;
+	const char *in;
+	int flags;
+	const char *nick;
+	const char *out;
 } barev_ok[] = {
 	{ "inky@201:af82:9f2f:7809:be0c:360a:1587:6be7", 0, "inky",
 	    "inky@201:af82:9f2f:7809:be0c:360a:1587:6be7" },
@@ -248,7 +247,8 @@ static const struct {
 	{ "smile\xf0\x9f\x98\x80@201::1", 0, "smile\xf0\x9f\x98\x80",
 	    "smile\xf0\x9f\x98\x80@201::1" },
 	{ "1234567890123456789012345678901234567890123456789012345678901234"
-	    "@[0201:af82:9f2f:7809:be0c:360a:1587:6be7]", 0,
+	  "@[0201:af82:9f2f:7809:be0c:360a:1587:6be7]",
+	    0,
 	    "1234567890123456789012345678901234567890123456789012345678901234",
 	    "1234567890123456789012345678901234567890123456789012345678901234"
 	    "@201:af82:9f2f:7809:be0c:360a:1587:6be7" },
@@ -268,21 +268,21 @@ test_barev_parse_ok(void **state)
 
 	for (i = 0; i < nitems(barev_ok); i++) {
 		cause = NULL;
-		if (barev_jid_parse(barev_ok[i].in, barev_ok[i].flags, &j,
-		    &cause) != 0)
+		if (barev_jid_parse(
+			barev_ok[i].in, barev_ok[i].flags, &j, &cause) != 0)
 			fail_msg("\"%s\": %s", barev_ok[i].in, cause);
 		assert_string_equal(j.nick, barev_ok[i].nick);
 		assert_string_equal(barev_jid_format(&j, buf), barev_ok[i].out);
-		assert_int_equal(barev_jid_parse(buf, barev_ok[i].flags,
-		    &again, &cause), 0);
+		assert_int_equal(
+		    barev_jid_parse(buf, barev_ok[i].flags, &again, &cause), 0);
 		assert_memory_equal(&j, &again, sizeof(j));
 	}
 }
 
 static const struct {
-	const char	*in;
-	int		 flags;
-	const char	*cause;
+	const char *in;
+	int flags;
+	const char *cause;
 } barev_bad[] = {
 	{ "", 0, "expected nick@ipv6, e.g. inky@201:af82::1" },
 	{ "inky", 0, "expected nick@ipv6, e.g. inky@201:af82::1" },
@@ -299,17 +299,22 @@ static const struct {
 	    "not an IPv6 address after '@' (e.g. inky@201:af82::1)" },
 	{ "inky@ 201::1", 0,
 	    "not an IPv6 address after '@' (e.g. inky@201:af82::1)" },
-	{ "inky@2001:db8::1", 0, "not a Yggdrasil address (must be in 200::/7)" },
+	{ "inky@2001:db8::1", 0,
+	    "not a Yggdrasil address (must be in 200::/7)" },
 	{ "inky@::ffff:2.1.0.1", 0,
 	    "not a Yggdrasil address (must be in 200::/7)" },
 	{ "inky@::1", 0, "not a Yggdrasil address (must be in 200::/7)" },
 	{ "inky@400::1", 0, "not a Yggdrasil address (must be in 200::/7)" },
 	{ "a@b@201::1", 0,
 	    "the nick must not contain any of \" & ' / : < > @ \\ %" },
-	{ "in ky@201::1", 0, "the nick contains a space or a control character" },
-	{ " inky@201::1", 0, "the nick contains a space or a control character" },
-	{ "in\tky@201::1", 0, "the nick contains a space or a control character" },
-	{ "in\x7fky@201::1", 0, "the nick contains a space or a control character" },
+	{ "in ky@201::1", 0,
+	    "the nick contains a space or a control character" },
+	{ " inky@201::1", 0,
+	    "the nick contains a space or a control character" },
+	{ "in\tky@201::1", 0,
+	    "the nick contains a space or a control character" },
+	{ "in\x7fky@201::1", 0,
+	    "the nick contains a space or a control character" },
 	{ "in\xc2\x85ky@201::1", 0,
 	    "the nick contains a space or a control character" },
 	{ "in\xc2\xa0ky@201::1", 0,
@@ -350,13 +355,17 @@ static const struct {
 	{ "a\xed\xa0\x80@201::1", 0, "the nick is not valid UTF-8" },
 	{ "a\xf4\x90\x80\x80@201::1", 0, "the nick is not valid UTF-8" },
 	{ "a\xe6\x97@201::1", 0, "the nick is not valid UTF-8" },
-	{ "a\xc3" "A@201::1", 0, "the nick is not valid UTF-8" },
+	{ "a\xc3"
+	  "A@201::1",
+	    0, "the nick is not valid UTF-8" },
 	{ "a\xff@201::1", 0, "the nick is not valid UTF-8" },
 	{ "12345678901234567890123456789012345678901234567890123456789012345"
-	    "@201::1", 0, "the nick is longer than 64 bytes" },
+	  "@201::1",
+	    0, "the nick is longer than 64 bytes" },
 	{ "12345678901234567890123456789012345678901234567890123456789012345"
-	    "67890123456789012345678901234567890123456789012345678901234567890"
-	    "@201::1", 0, "too long for nick@ipv6 (a nick has at most 64 bytes)" },
+	  "67890123456789012345678901234567890123456789012345678901234567890"
+	  "@201::1",
+	    0, "too long for nick@ipv6 (a nick has at most 64 bytes)" },
 };
 
 static void
@@ -369,11 +378,12 @@ test_barev_parse_bad(void **state)
 	memset(&zero, 0, sizeof(zero));
 	for (i = 0; i < nitems(barev_bad); i++) {
 		cause = NULL;
-		if (barev_jid_parse(barev_bad[i].in, barev_bad[i].flags, &j,
-		    &cause) != -1)
+		if (barev_jid_parse(
+			barev_bad[i].in, barev_bad[i].flags, &j, &cause) != -1)
 			fail_msg("\"%s\" parsed", barev_bad[i].in);
 		if (cause == NULL || strcmp(cause, barev_bad[i].cause) != 0)
-			fail_msg("\"%s\": cause \"%s\"", barev_bad[i].in, cause);
+			fail_msg(
+			    "\"%s\": cause \"%s\"", barev_bad[i].in, cause);
 		assert_memory_equal(&j, &zero, sizeof(j));
 	}
 }
@@ -396,8 +406,8 @@ test_barev_nick_check(void **state)
 	assert_string_equal(cause, "the nick is longer than 64 bytes");
 	/* An embedded NUL is a control character, not the end. */
 	assert_int_equal(barev_nick_check("a\0b", 3, &cause), -1);
-	assert_string_equal(cause,
-	    "the nick contains a space or a control character");
+	assert_string_equal(
+	    cause, "the nick contains a space or a control character");
 	assert_int_equal(barev_nick_check("", 0, &cause), -1);
 	assert_string_equal(cause, "the nick before '@' is empty");
 	/* Max code point, and a non-ASCII letter. */
@@ -412,18 +422,18 @@ test_barev_equal(void **state)
 	const char *cause;
 
 	assert_int_equal(barev_jid_parse("Inky@201:af82::1", 0, &a, &cause), 0);
-	assert_int_equal(barev_jid_parse("Inky@0201:AF82:0:0::0001", 0, &b,
-	    &cause), 0);
+	assert_int_equal(
+	    barev_jid_parse("Inky@0201:AF82:0:0::0001", 0, &b, &cause), 0);
 	assert_true(barev_jid_equal(&a, &b));
 	assert_true(barev_jid_equal_nocase(&a, &b));
 
-	assert_int_equal(barev_jid_parse("iNKY@[201:af82::1]", 0, &b, &cause),
-	    0);
+	assert_int_equal(
+	    barev_jid_parse("iNKY@[201:af82::1]", 0, &b, &cause), 0);
 	assert_false(barev_jid_equal(&a, &b));
 	assert_true(barev_jid_equal_nocase(&a, &b));
 
-	assert_int_equal(barev_jid_parse("Inkyy@201:af82::1", 0, &b, &cause),
-	    0);
+	assert_int_equal(
+	    barev_jid_parse("Inkyy@201:af82::1", 0, &b, &cause), 0);
 	assert_false(barev_jid_equal_nocase(&a, &b));
 	assert_int_equal(barev_jid_parse("Ink@201:af82::1", 0, &b, &cause), 0);
 	assert_false(barev_jid_equal_nocase(&a, &b));
@@ -441,9 +451,9 @@ test_barev_equal(void **state)
 /* --- XEP-0106 ------------------------------------------------------------ */
 
 static const struct {
-	const char	*in;
-	int		 flags;
-	const char	*out;
+	const char *in;
+	int flags;
+	const char *out;
 } esc_cases[] = {
 	/* XEP-0106 section 5.1, with the backslash rule of 4.1 rule 7. */
 	{ "space cadet", 0, "space\\20cadet" },
@@ -485,8 +495,8 @@ test_escape(void **state)
 	size_t i;
 
 	for (i = 0; i < nitems(esc_cases); i++) {
-		if (jid_escape(esc_cases[i].in, esc_cases[i].flags, &esc,
-		    &cause) != 0)
+		if (jid_escape(
+			esc_cases[i].in, esc_cases[i].flags, &esc, &cause) != 0)
 			fail_msg("\"%s\": %s", esc_cases[i].in, cause);
 		assert_string_equal(esc, esc_cases[i].out);
 		back = jid_unescape(esc, esc_cases[i].flags);
@@ -504,8 +514,8 @@ test_escape_bad(void **state)
 
 	assert_int_equal(jid_escape(" lead", 0, &esc, &cause), -1);
 	assert_null(esc);
-	assert_string_equal(cause,
-	    "a JID localpart cannot begin or end with a space");
+	assert_string_equal(
+	    cause, "a JID localpart cannot begin or end with a space");
 	assert_int_equal(jid_escape("trail ", 0, &esc, &cause), -1);
 	assert_int_equal(jid_escape(" ", 0, &esc, &cause), -1);
 
@@ -518,8 +528,8 @@ test_escape_bad(void **state)
 	big[JID_PART_MAX] = 'x';
 	big[JID_PART_MAX + 1] = '\0';
 	assert_int_equal(jid_escape(big, 0, &esc, &cause), -1);
-	assert_string_equal(cause,
-	    "the escaped localpart would be longer than 1023 bytes");
+	assert_string_equal(
+	    cause, "the escaped localpart would be longer than 1023 bytes");
 	memset(big, '@', 342);
 	big[342] = '\0';
 	assert_int_equal(jid_escape(big, 0, &esc, &cause), -1);
@@ -530,9 +540,9 @@ test_escape_bad(void **state)
 }
 
 static const struct {
-	const char	*in;
-	int		 flags;
-	const char	*out;
+	const char *in;
+	int flags;
+	const char *out;
 } unesc_cases[] = {
 	/* XEP-0106 4.3: partial and unknown sequences are left alone. */
 	{ "\\2plus\\2is\\4", 0, "\\2plus\\2is\\4" },
@@ -569,8 +579,8 @@ test_unescape(void **state)
 /* --- gateway JIDs -------------------------------------------------------- */
 
 static const struct {
-	const char	*barev;
-	const char	*jid;
+	const char *barev;
+	const char *jid;
 } gw_cases[] = {
 	{ "inky@201:af82::1", "inky\\40201\\3aaf82\\3a\\3a1@" DOMAIN },
 	{ "Inky@201:af82::1", "\\49nky\\40201\\3aaf82\\3a\\3a1@" DOMAIN },
@@ -591,8 +601,8 @@ test_gateway_from_barev(void **state)
 	size_t i;
 
 	for (i = 0; i < nitems(gw_cases); i++) {
-		assert_int_equal(barev_jid_parse(gw_cases[i].barev, 0, &b,
-		    &cause), 0);
+		assert_int_equal(
+		    barev_jid_parse(gw_cases[i].barev, 0, &b, &cause), 0);
 		jid = gateway_jid_from_barev(&b, DOMAIN);
 		assert_string_equal(jid, gw_cases[i].jid);
 		free(jid);
@@ -600,17 +610,34 @@ test_gateway_from_barev(void **state)
 }
 
 static const char *rt_nicks[] = {
-	"inky", "Inky", "INKY", "iNkY", "a", "Z", "MiXeD-Case_09",
-	"O.Hara", "x!#$()*+,-.;=?[]^_`{|}~", "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-	"my-nick", "-", "--", "a-", "41", "\\41",
-	"\xc3\x84rger\xc3\x96", "\xe6\x97\xa5\xe6\x9c\xac",
+	"inky",
+	"Inky",
+	"INKY",
+	"iNkY",
+	"a",
+	"Z",
+	"MiXeD-Case_09",
+	"O.Hara",
+	"x!#$()*+,-.;=?[]^_`{|}~",
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+	"my-nick",
+	"-",
+	"--",
+	"a-",
+	"41",
+	"\\41",
+	"\xc3\x84rger\xc3\x96",
+	"\xe6\x97\xa5\xe6\x9c\xac",
 	"Smile\xf0\x9f\x98\x80",
 	"ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
 };
 
 static const char *rt_addrs[] = {
-	"201:af82:9f2f:7809:be0c:360a:1587:6be7", "200::", "200:1::1",
-	"3ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "201:0:0:1:0:0:1:0",
+	"201:af82:9f2f:7809:be0c:360a:1587:6be7",
+	"200::",
+	"200:1::1",
+	"3ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+	"201:0:0:1:0:0:1:0",
 	"300::1",
 };
 
@@ -633,8 +660,8 @@ expect_barev(const char *jid, const struct barev_jid *want)
 	if (gateway_jid_to_barev(jid, DOMAIN, 0, &got, &cause) != 0)
 		fail_msg("\"%s\": %s", jid, cause);
 	if (memcmp(&got, want, sizeof(got)) != 0)
-		fail_msg("\"%s\": got nick \"%s\", want \"%s\"", jid,
-		    got.nick, want->nick);
+		fail_msg("\"%s\": got nick \"%s\", want \"%s\"", jid, got.nick,
+		    want->nick);
 }
 
 static void
@@ -648,12 +675,12 @@ test_gateway_roundtrip(void **state)
 
 	for (i = 0; i < nitems(rt_nicks); i++) {
 		for (k = 0; k < nitems(rt_addrs); k++) {
-			snprintf(in, sizeof(in), "%s@%s", rt_nicks[i],
-			    rt_addrs[k]);
+			snprintf(
+			    in, sizeof(in), "%s@%s", rt_nicks[i], rt_addrs[k]);
 			if (strchr(rt_nicks[i], '\\') != NULL) {
 				/* Not a nick: never reaches the gateway. */
-				assert_int_equal(barev_jid_parse(in, 0, &b,
-				    &cause), -1);
+				assert_int_equal(
+				    barev_jid_parse(in, 0, &b, &cause), -1);
 				continue;
 			}
 			assert_int_equal(barev_jid_parse(in, 0, &b, &cause), 0);
@@ -674,8 +701,8 @@ test_gateway_roundtrip(void **state)
 }
 
 static const struct {
-	const char	*jid;
-	const char	*barev;	/* what it must map to, exactly */
+	const char *jid;
+	const char *barev; /* what it must map to, exactly */
 } gw_forms[] = {
 	/* Escaped, as the gateway writes it. */
 	{ "\\49nky\\40201\\3aaf82\\3a\\3a1@" DOMAIN, "Inky@201:af82::1" },
@@ -706,19 +733,20 @@ test_gateway_forms(void **state)
 	size_t i;
 
 	for (i = 0; i < nitems(gw_forms); i++) {
-		assert_int_equal(barev_jid_parse(gw_forms[i].barev, 0, &want,
-		    &cause), 0);
+		assert_int_equal(
+		    barev_jid_parse(gw_forms[i].barev, 0, &want, &cause), 0);
 		expect_barev(gw_forms[i].jid, &want);
 	}
 }
 
-#define EXPECT_FORMS "expected nick\\40address (XEP-0106) or nick%address " \
+#define EXPECT_FORMS                                                           \
+	"expected nick\\40address (XEP-0106) or nick%address "                 \
 	"with - for : before the gateway domain, e.g. inky%201-af82--1"
 
 static const struct {
-	const char	*jid;
-	int		 flags;
-	const char	*cause;
+	const char *jid;
+	int flags;
+	const char *cause;
 } gw_bad[] = {
 	{ "", 0, "the JID is empty" },
 	{ DOMAIN, 0, "the gateway's own JID names no Barev contact" },
@@ -743,7 +771,8 @@ static const struct {
 	    "not an IPv6 address after '@' (e.g. inky@201:af82::1)" },
 	{ "inky\\402001\\3adb8\\3a\\3a1@" DOMAIN, 0,
 	    "not a Yggdrasil address (must be in 200::/7)" },
-	{ "inky%--1@" DOMAIN, 0, "not a Yggdrasil address (must be in 200::/7)" },
+	{ "inky%--1@" DOMAIN, 0,
+	    "not a Yggdrasil address (must be in 200::/7)" },
 	{ "a%b%201--1@" DOMAIN, 0,
 	    "the nick must not contain any of \" & ' / : < > @ \\ %" },
 	{ "a\\40b\\40201\\3a\\3a1@" DOMAIN, 0,
@@ -753,7 +782,8 @@ static const struct {
 	{ "a\\20b\\40201\\3a\\3a1@" DOMAIN, 0,
 	    "the nick contains a space or a control character" },
 	{ "12345678901234567890123456789012345678901234567890123456789012345"
-	    "%201--1@" DOMAIN, 0, "the nick is longer than 64 bytes" },
+	  "%201--1@" DOMAIN,
+	    0, "the nick is longer than 64 bytes" },
 };
 
 static void
@@ -767,7 +797,7 @@ test_gateway_bad(void **state)
 	for (i = 0; i < nitems(gw_bad); i++) {
 		cause = NULL;
 		if (gateway_jid_to_barev(gw_bad[i].jid, DOMAIN, gw_bad[i].flags,
-		    &b, &cause) != -1)
+			&b, &cause) != -1)
 			fail_msg("\"%s\" mapped", gw_bad[i].jid);
 		if (cause == NULL || strcmp(cause, gw_bad[i].cause) != 0)
 			fail_msg("\"%s\": cause \"%s\"", gw_bad[i].jid, cause);
@@ -775,7 +805,8 @@ test_gateway_bad(void **state)
 	}
 	/* The test flag lets any address through, as for barev_jid_parse. */
 	assert_int_equal(gateway_jid_to_barev("lo%--1@" DOMAIN, DOMAIN,
-	    BAREV_ANY_ADDR, &b, &cause), 0);
+			     BAREV_ANY_ADDR, &b, &cause),
+	    0);
 	assert_string_equal(b.nick, "lo");
 	assert_true(IN6_IS_ADDR_LOOPBACK(&b.addr));
 }
@@ -783,10 +814,10 @@ test_gateway_bad(void **state)
 /* --- XMPP JIDs ----------------------------------------------------------- */
 
 static const struct {
-	const char	*jid;
-	const char	*local;		/* NULL: none */
-	const char	*domain;	/* NULL: jid_split fails */
-	const char	*resource;	/* NULL: none; or the cause on failure */
+	const char *jid;
+	const char *local; /* NULL: none */
+	const char *domain; /* NULL: jid_split fails */
+	const char *resource; /* NULL: none; or the cause on failure */
 } split_cases[] = {
 	{ "romeo@example.net/orchard", "romeo", "example.net", "orchard" },
 	{ "romeo@example.net", "romeo", "example.net", NULL },
@@ -841,8 +872,8 @@ test_jid_split(void **state)
 			fail_msg("\"%s\": %s", split_cases[i].jid, cause);
 		expect_part(p.local, p.local_len, split_cases[i].local);
 		expect_part(p.domain, p.domain_len, split_cases[i].domain);
-		expect_part(p.resource, p.resource_len,
-		    split_cases[i].resource);
+		expect_part(
+		    p.resource, p.resource_len, split_cases[i].resource);
 	}
 }
 
@@ -867,13 +898,15 @@ test_jid_split_limits(void **state)
 	jid[JID_PART_MAX] = 'x';
 	jid[JID_PART_MAX + 1] = '@';
 	assert_int_equal(jid_split(jid, &p, &cause), -1);
-	assert_string_equal(cause, "a part of the JID is longer than 1023 bytes");
+	assert_string_equal(
+	    cause, "a part of the JID is longer than 1023 bytes");
 	jid[JID_PART_MAX] = '@';
 	jid[JID_PART_MAX + 1] = 'x';
 	jid[2 * JID_PART_MAX + 1] = 'x';
 	jid[2 * JID_PART_MAX + 2] = '/';
 	assert_int_equal(jid_split(jid, &p, &cause), -1);
-	assert_string_equal(cause, "a part of the JID is longer than 1023 bytes");
+	assert_string_equal(
+	    cause, "a part of the JID is longer than 1023 bytes");
 	jid[2 * JID_PART_MAX + 1] = '/';
 	jid[2 * JID_PART_MAX + 2] = 'x';
 	jid[JID_MAX] = 'x';
@@ -889,12 +922,14 @@ test_jid_split_limits(void **state)
 	jid[4 + JID_PART_MAX] = 'x';
 	jid[5 + JID_PART_MAX] = '\0';
 	assert_int_equal(jid_split(jid, &p, &cause), -1);
-	assert_string_equal(cause, "a part of the JID is longer than 1023 bytes");
+	assert_string_equal(
+	    cause, "a part of the JID is longer than 1023 bytes");
 	/* A domain alone may not exceed its own limit either. */
 	memset(jid, 'x', JID_PART_MAX + 1);
 	jid[JID_PART_MAX + 1] = '\0';
 	assert_int_equal(jid_split(jid, &p, &cause), -1);
-	assert_string_equal(cause, "a part of the JID is longer than 1023 bytes");
+	assert_string_equal(
+	    cause, "a part of the JID is longer than 1023 bytes");
 }
 
 static void
@@ -917,8 +952,8 @@ test_jid_bare_domain(void **state)
 	assert_null(s);
 	assert_string_equal(cause, "the JID has no domain");
 
-	assert_int_equal(jid_domain("romeo@example.net/orchard", &s, &cause),
-	    0);
+	assert_int_equal(
+	    jid_domain("romeo@example.net/orchard", &s, &cause), 0);
 	assert_string_equal(s, "example.net");
 	free(s);
 	assert_int_equal(jid_domain("example.net", &s, &cause), 0);

@@ -28,7 +28,8 @@ cb_header(void *arg, struct pipe *p, const char *from, const char *to,
 	struct barev_jid l, r;
 	const char *cause;
 
-	assert_int_equal(barev_jid_parse("alice@200:aaaa::1", 0, &l, &cause), 0);
+	assert_int_equal(
+	    barev_jid_parse("alice@200:aaaa::1", 0, &l, &cause), 0);
 	assert_int_equal(barev_jid_parse(from, 0, &r, &cause), 0);
 	pipe_set_identity(p, &l, &r);
 	return 0;
@@ -68,7 +69,12 @@ cb_dead(void *arg, struct pipe *p, const char *reason)
 }
 
 static const struct pipe_cb callbacks = {
-	cb_header, cb_open, cb_stanza, cb_confirmed, cb_closing, cb_dead,
+	cb_header,
+	cb_open,
+	cb_stanza,
+	cb_confirmed,
+	cb_closing,
+	cb_dead,
 };
 
 /* Regression: a token sent as the pipe died was never reported. */
@@ -90,8 +96,8 @@ test_confirmed_send_on_a_dying_pipe(void **state)
 	int sv[2], i;
 
 	memset(&seen, 0, sizeof(seen));
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
-	    sv), 0);
+	assert_int_equal(
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	p = pipe_new(base, ctx, 1, PIPE_INBOUND, sv[0], &peer, &params,
 	    &callbacks, &seen);
 	assert_int_equal(write(sv[1], header, sizeof(header) - 1),
@@ -102,8 +108,8 @@ test_confirmed_send_on_a_dying_pipe(void **state)
 	assert_int_equal(pipe_state(p), PIPE_OPEN);
 
 	close(sv[1]); /* the peer is gone: our next write fails */
-	msg = xmpp_stanza_new_from_string(ctx,
-	    "<message type='chat'><body>hi</body></message>");
+	msg = xmpp_stanza_new_from_string(
+	    ctx, "<message type='chat'><body>hi</body></message>");
 	pipe_send_confirmed(p, msg, 42);
 	assert_true(seen.dead);
 	assert_int_equal(seen.reports, 1);

@@ -27,14 +27,14 @@
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
-#define GW "201:1111::1"	/* the gateway's Barev address */
+#define GW "201:1111::1" /* the gateway's Barev address */
 #define ROMEO "romeo@example.net"
 #define JULIET "juliet@example.net"
 
 struct fx {
-	char		 dir[64];
-	char		 path[128];
-	struct store	*st;
+	char dir[64];
+	char path[128];
+	struct store *st;
 };
 
 static int
@@ -67,8 +67,8 @@ teardown(void **state)
 			if (strcmp(de->d_name, ".") == 0 ||
 			    strcmp(de->d_name, "..") == 0)
 				continue;
-			snprintf(path, sizeof(path), "%s/%s", fx->dir,
-			    de->d_name);
+			snprintf(
+			    path, sizeof(path), "%s/%s", fx->dir, de->d_name);
 			unlink(path);
 		}
 		closedir(d);
@@ -111,8 +111,7 @@ open_bad(struct fx *fx)
 }
 
 static struct in6_addr
-A(const char *s)
-{
+A(const char *s) {
 	struct in6_addr a;
 
 	assert_int_equal(addr_parse(s, &a), 0);
@@ -120,8 +119,7 @@ A(const char *s)
 }
 
 static struct barev_jid
-B(const char *s)
-{
+B(const char *s) {
 	struct barev_jid j;
 	const char *cause;
 
@@ -144,8 +142,9 @@ raw_open(const char *path)
 {
 	sqlite3 *db;
 
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_open_v2(path, &db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+	    SQLITE_OK);
 	return db;
 }
 
@@ -199,30 +198,30 @@ write_file(const char *path, const char *text)
 /* --- collectors for the walks (copies: what fn gets dies with the call) -- */
 
 struct got {
-	char		user_jid[STORE_JID_MAX + 1];
-	char		nick[BAREV_NICK_MAX + 1];
-	char		addr[ADDR_STRLEN];
-	unsigned short	port;
-	int		sub_to;
-	int		sub_from;
-	int64_t		created;
-	int64_t		last_asked;
+	char user_jid[STORE_JID_MAX + 1];
+	char nick[BAREV_NICK_MAX + 1];
+	char addr[ADDR_STRLEN];
+	unsigned short port;
+	int sub_to;
+	int sub_from;
+	int64_t created;
+	int64_t last_asked;
 	/* messages */
-	int64_t		id;
-	int		dir;
-	char		sender[64];
-	char		stanza_id[64];	/* "(null)" for NULL */
-	char		body[64];
-	char		xhtml[64];	/* "(null)" for NULL */
-	int		receipt;
-	int64_t		expires;
-	int		state;
+	int64_t id;
+	int dir;
+	char sender[64];
+	char stanza_id[64]; /* "(null)" for NULL */
+	char body[64];
+	char xhtml[64]; /* "(null)" for NULL */
+	int receipt;
+	int64_t expires;
+	int state;
 };
 
 struct gots {
-	int		n;
-	int		stop_at;	/* return 42 from the call that makes n this */
-	struct got	g[16];
+	int n;
+	int stop_at; /* return 42 from the call that makes n this */
+	struct got g[16];
 };
 
 static struct got *
@@ -306,8 +305,8 @@ got_msg(void *arg, const struct store_msg *m)
 	snprintf(g->stanza_id, sizeof(g->stanza_id), "%s",
 	    m->stanza_id ? m->stanza_id : "(null)");
 	snprintf(g->body, sizeof(g->body), "%s", m->body);
-	snprintf(g->xhtml, sizeof(g->xhtml), "%s",
-	    m->xhtml ? m->xhtml : "(null)");
+	snprintf(
+	    g->xhtml, sizeof(g->xhtml), "%s", m->xhtml ? m->xhtml : "(null)");
 	g->receipt = m->receipt;
 	g->created = m->created;
 	g->expires = m->expires;
@@ -375,13 +374,15 @@ test_open_create(void **state)
 	assert_int_equal(sb.st_mode & 0777, 0600);
 	assert_int_equal(store_schema_version(), 1);
 	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 1);
-	assert_int_equal(raw_int(fx->path, "PRAGMA application_id"),
-	    0x42617276);
+	assert_int_equal(
+	    raw_int(fx->path, "PRAGMA application_id"), 0x42617276);
 	raw_text(fx->path, "PRAGMA journal_mode", mode, sizeof(mode));
 	assert_string_equal(mode, "wal");
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM sqlite_master"
-	    " WHERE type = 'table' AND name IN"
-	    " ('users', 'contacts', 'pending', 'queue')"), 4);
+	assert_int_equal(raw_int(fx->path,
+			     "SELECT count(*) FROM sqlite_master"
+			     " WHERE type = 'table' AND name IN"
+			     " ('users', 'contacts', 'pending', 'queue')"),
+	    4);
 	assert_int_equal(store_users_each(fx->st, got_user, &gs), 0);
 	assert_int_equal(gs.n, 0);
 	assert_int_equal(store_msg_count(fx->st), 0);
@@ -432,7 +433,7 @@ test_reopen_keeps_everything(void **state)
 	m.body = "three";
 	m.created = 12;
 	m.expires = 200;
-	m.state = STORE_MSG_SENT;	/* ignored: a new message is queued */
+	m.state = STORE_MSG_SENT; /* ignored: a new message is queued */
 	id[2] = store_msg_add(fx->st, &m);
 	assert_true(id[0] > 0 && id[0] < id[1] && id[1] < id[2]);
 	add_msg(fx->st, ROMEO, "CLYDE@202::2", "x", 0);
@@ -446,14 +447,14 @@ test_reopen_keeps_everything(void **state)
 	assert_true(u.created >= now - 5 && u.created <= now + 5);
 	assert_int_equal(store_users_each(fx->st, got_user, &gs), 0);
 	assert_int_equal(gs.n, 2);
-	assert_string_equal(gs.g[0].user_jid, JULIET);	/* JID order */
+	assert_string_equal(gs.g[0].user_jid, JULIET); /* JID order */
 	assert_string_equal(gs.g[0].nick, "Blinky");
 	assert_string_equal(gs.g[1].user_jid, ROMEO);
 
 	/* Contacts keep nick case, port and subscriptions, by nick ignoring case. */
 	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(store_contacts_each(fx->st, ROMEO, got_contact, &gs),
-	    0);
+	assert_int_equal(
+	    store_contacts_each(fx->st, ROMEO, got_contact, &gs), 0);
 	assert_int_equal(gs.n, 2);
 	assert_string_equal(gs.g[0].nick, "CLYDE");
 	assert_string_equal(gs.g[0].addr, "202::2");
@@ -477,8 +478,8 @@ test_reopen_keeps_everything(void **state)
 
 	memset(&gs, 0, sizeof(gs));
 	m.to = B("Pinky@201:af82::1");
-	assert_int_equal(store_msg_each_for(fx->st, ROMEO, &m.to, got_msg,
-	    &gs), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, ROMEO, &m.to, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 3);
 	assert_int_equal(gs.g[0].id, id[0]);
 	assert_int_equal(gs.g[0].dir, STORE_TO_BAREV);
@@ -533,8 +534,10 @@ test_newer_version_refused(void **state)
 	raw_exec(fx->path, "PRAGMA user_version = 2");
 
 	cause = open_bad(fx);
-	snprintf(want, sizeof(want), "%s: schema version 2 is newer than the 1 "
-	    "this barev-gateway knows; run a newer barev-gateway", fx->path);
+	snprintf(want, sizeof(want),
+	    "%s: schema version 2 is newer than the 1 "
+	    "this barev-gateway knows; run a newer barev-gateway",
+	    fx->path);
 	assert_string_equal(cause, want);
 	free(cause);
 	/* Refused untouched: the version and the data are still there. */
@@ -548,7 +551,8 @@ test_not_a_database(void **state)
 	struct fx *fx = *state;
 	char *cause, want[256];
 	struct stat sb;
-	static const char text[] = "storage.path = \"/var/lib/x\";\n"
+	static const char text[] =
+	    "storage.path = \"/var/lib/x\";\n"
 	    "this is a configuration file, not an SQLite database\n";
 
 	write_file(fx->path, text);
@@ -563,19 +567,20 @@ test_not_a_database(void **state)
 	unlink(fx->path);
 	raw_exec(fx->path, "CREATE TABLE moz_places (id INTEGER);");
 	cause = open_bad(fx);
-	snprintf(want, sizeof(want), "%s: an SQLite database of another "
+	snprintf(want, sizeof(want),
+	    "%s: an SQLite database of another "
 	    "program (application_id 0, user_version 0), not "
-	    "barev-gateway's", fx->path);
+	    "barev-gateway's",
+	    fx->path);
 	assert_string_equal(cause, want);
 	free(cause);
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM sqlite_master"),
-	    1);
+	assert_int_equal(
+	    raw_int(fx->path, "SELECT count(*) FROM sqlite_master"), 1);
 
 	/* A directory that does not exist. */
 	snprintf(fx->path, sizeof(fx->path), "%s/no/state.db", fx->dir);
 	cause = open_bad(fx);
-	snprintf(want, sizeof(want), "%s: No such file or directory",
-	    fx->path);
+	snprintf(want, sizeof(want), "%s: No such file or directory", fx->path);
 	assert_string_equal(cause, want);
 	free(cause);
 }
@@ -592,16 +597,16 @@ test_nick_unique_per_address(void **state)
 	add_user(fx->st, ROMEO, "Inky");
 
 	cause = NULL;
-	assert_int_equal(store_user_add(fx->st, JULIET, "iNKY", &gw, &cause),
-	    -1);
+	assert_int_equal(
+	    store_user_add(fx->st, JULIET, "iNKY", &gw, &cause), -1);
 	assert_string_equal(cause, "nick taken");
 	cause = NULL;
-	assert_int_equal(store_user_add(fx->st, ROMEO, "Other", &gw, &cause),
-	    -1);
+	assert_int_equal(
+	    store_user_add(fx->st, ROMEO, "Other", &gw, &cause), -1);
 	assert_string_equal(cause, "already registered");
 	/* The same nick at another address is another person. */
-	assert_int_equal(store_user_add(fx->st, JULIET, "iNKY", &other,
-	    &cause), 0);
+	assert_int_equal(
+	    store_user_add(fx->st, JULIET, "iNKY", &other, &cause), 0);
 
 	assert_int_equal(store_user_by_nick(fx->st, "INKY", &gw, &u), 0);
 	assert_string_equal(u.jid, ROMEO);
@@ -620,8 +625,8 @@ test_nick_unique_per_address(void **state)
 	assert_int_equal(store_user_count_at(fx->st, &other), 0);
 
 	/* ASCII case only: non-ASCII nicks differing in case are two nicks. */
-	add_user(fx->st, "a@example.net", "\xc3\x89mile");	/* Émile */
-	add_user(fx->st, "b@example.net", "\xc3\xa9mile");	/* émile */
+	add_user(fx->st, "a@example.net", "\xc3\x89mile"); /* Émile */
+	add_user(fx->st, "b@example.net", "\xc3\xa9mile"); /* émile */
 }
 
 static void
@@ -630,18 +635,23 @@ test_user_add_bad_input(void **state)
 	struct fx *fx = *state;
 	struct in6_addr gw = A(GW);
 	static const struct {
-		const char	*jid;
-		const char	*nick;
-		const char	*cause;
+		const char *jid;
+		const char *nick;
+		const char *cause;
 	} bad[] = {
-		{ "Romeo@example.net", "Inky", "the JID must be in lower case" },
+		{ "Romeo@example.net", "Inky",
+		    "the JID must be in lower case" },
 		{ ROMEO "/orchard", "Inky",
 		    "a bare JID is needed, without a resource" },
 		{ "", "Inky", "the JID is empty" },
 		{ ROMEO, "", "the nick before '@' is empty" },
-		{ ROMEO, "in ky", "the nick contains a space or a control character" },
-		{ ROMEO, "inky@x", "the nick must not contain any of \" & ' / : < > @ \\ %" },
-		{ ROMEO, "0123456789012345678901234567890123456789012345678901234567890123x",
+		{ ROMEO, "in ky",
+		    "the nick contains a space or a control character" },
+		{ ROMEO, "inky@x",
+		    "the nick must not contain any of \" & ' / : < > @ \\ %" },
+		{ ROMEO,
+		    "0123456789012345678901234567890123456789012345678901234567"
+		    "890123x",
 		    "the nick is longer than 64 bytes" },
 	};
 	const char *cause;
@@ -651,7 +661,8 @@ test_user_add_bad_input(void **state)
 	for (i = 0; i < nitems(bad); i++) {
 		cause = NULL;
 		assert_int_equal(store_user_add(fx->st, bad[i].jid, bad[i].nick,
-		    &gw, &cause), -1);
+				     &gw, &cause),
+		    -1);
 		assert_string_equal(cause, bad[i].cause);
 	}
 	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM users"), 0);
@@ -680,10 +691,12 @@ test_user_del_cascades(void **state)
 
 	assert_int_equal(store_user_del(fx->st, ROMEO), 0);
 	assert_int_equal(store_user_del(fx->st, ROMEO), 1);
-	assert_int_equal(raw_int(fx->path,
-	    "SELECT count(*) FROM contacts WHERE user_jid = '" ROMEO "'"), 0);
-	assert_int_equal(store_contacts_each(fx->st, ROMEO, got_contact, &gs),
+	assert_int_equal(
+	    raw_int(fx->path,
+		"SELECT count(*) FROM contacts WHERE user_jid = '" ROMEO "'"),
 	    0);
+	assert_int_equal(
+	    store_contacts_each(fx->st, ROMEO, got_contact, &gs), 0);
 	assert_int_equal(gs.n, 0);
 	assert_int_equal(store_pending_each(fx->st, got_pending, &gs), 0);
 	assert_int_equal(gs.n, 1);
@@ -691,8 +704,8 @@ test_user_del_cascades(void **state)
 	assert_int_equal(store_msg_count(fx->st), 1);
 	memset(&gs, 0, sizeof(gs));
 	c.who = B("Pinky@201:af82::1");
-	assert_int_equal(store_msg_each_for(fx->st, JULIET, &c.who, got_msg,
-	    &gs), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, JULIET, &c.who, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].body, "to stay");
 	assert_int_equal(store_contact_get(fx->st, JULIET, &c.who, &c), 0);
@@ -729,8 +742,8 @@ test_contact_put_updates(void **state)
 	put_contact(fx->st, ROMEO, "PINKY@201:af82::1", 5301, 1, 0);
 	/* Same nick at another address: another contact. */
 	put_contact(fx->st, ROMEO, "pinky@202::2", 0, 0, 1);
-	assert_int_equal(store_contacts_each(fx->st, ROMEO, got_contact, &gs),
-	    0);
+	assert_int_equal(
+	    store_contacts_each(fx->st, ROMEO, got_contact, &gs), 0);
 	assert_int_equal(gs.n, 2);
 	assert_string_equal(gs.g[0].nick, "PINKY");
 	assert_string_equal(gs.g[0].addr, "201:af82::1");
@@ -775,8 +788,7 @@ test_contacts_at(void **state)
 	put_contact(fx->st, JULIET, "Sue@201:af82::1", 0, 0, 1);
 	put_contact(fx->st, JULIET, "Pinky@201:af82::1", 0, 1, 0);
 
-	assert_int_equal(store_contacts_at(fx->st, &p, got_contact_at, &gs),
-	    0);
+	assert_int_equal(store_contacts_at(fx->st, &p, got_contact_at, &gs), 0);
 	assert_int_equal(gs.n, 3);
 	assert_string_equal(gs.g[0].user_jid, JULIET);
 	assert_string_equal(gs.g[0].nick, "Pinky");
@@ -790,8 +802,7 @@ test_contacts_at(void **state)
 	assert_int_equal(gs.g[2].port, 5300);
 
 	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(store_contacts_at(fx->st, &r, got_contact_at, &gs),
-	    0);
+	assert_int_equal(store_contacts_at(fx->st, &r, got_contact_at, &gs), 0);
 	assert_int_equal(gs.n, 0);
 }
 
@@ -833,7 +844,8 @@ static void
 test_queue_order_across_reopen(void **state)
 {
 	struct fx *fx = *state;
-	struct barev_jid pinky = B("pinky@201:af82::1"), clyde = B("Clyde@202::2");
+	struct barev_jid pinky = B("pinky@201:af82::1"),
+			 clyde = B("Clyde@202::2");
 	struct store_msg m;
 	struct gots gs = { 0 };
 	int64_t id[6], inbound, fresh;
@@ -863,25 +875,26 @@ test_queue_order_across_reopen(void **state)
 
 	for (i = 0; i < 2; i++) {
 		memset(&gs, 0, sizeof(gs));
-		assert_int_equal(store_msg_each_for(fx->st, ROMEO, &pinky,
-		    got_msg, &gs), 0);
+		assert_int_equal(
+		    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
 		assert_int_equal(gs.n, 3);
 		assert_int_equal(gs.g[0].id, id[0]);
 		assert_string_equal(gs.g[0].body, "p1");
 		assert_string_equal(gs.g[0].nick, "Pinky");
 		assert_int_equal(gs.g[1].id, id[3]);
 		assert_string_equal(gs.g[1].body, "p2");
-		assert_string_equal(gs.g[1].nick, "PINKY");	/* as queued */
+		assert_string_equal(gs.g[1].nick, "PINKY"); /* as queued */
 		assert_int_equal(gs.g[2].id, id[5]);
 		assert_string_equal(gs.g[2].body, "p3");
 		memset(&gs, 0, sizeof(gs));
-		assert_int_equal(store_msg_each_for(fx->st, ROMEO, &clyde,
-		    got_msg, &gs), 0);
+		assert_int_equal(
+		    store_msg_each_for(fx->st, ROMEO, &clyde, got_msg, &gs), 0);
 		assert_int_equal(gs.n, 1);
 		assert_string_equal(gs.g[0].body, "c1");
 		memset(&gs, 0, sizeof(gs));
-		assert_int_equal(store_msg_each_for(fx->st, JULIET, &pinky,
-		    got_msg, &gs), 0);
+		assert_int_equal(
+		    store_msg_each_for(fx->st, JULIET, &pinky, got_msg, &gs),
+		    0);
 		assert_int_equal(gs.n, 1);
 		assert_string_equal(gs.g[0].body, "j1");
 		assert_int_equal(store_msg_count(fx->st), 7);
@@ -899,8 +912,8 @@ test_queue_order_across_reopen(void **state)
 	fresh = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "p4", 0);
 	assert_true(fresh > inbound);
 	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(store_msg_each_for(fx->st, ROMEO, &pinky, got_msg,
-	    &gs), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 3);
 	assert_string_equal(gs.g[2].body, "p4");
 	assert_int_equal(gs.g[2].id, fresh);
@@ -921,8 +934,8 @@ test_requeue_unconfirmed(void **state)
 	id[2] = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "c", 0);
 	assert_int_equal(store_msg_set_state(fx->st, id[0], STORE_MSG_SENT), 0);
 	assert_int_equal(store_msg_set_state(fx->st, id[2], STORE_MSG_SENT), 0);
-	assert_int_equal(store_msg_each_for(fx->st, ROMEO, &pinky, got_msg,
-	    &gs), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
 	assert_int_equal(gs.g[0].state, STORE_MSG_SENT);
 	assert_int_equal(gs.g[1].state, STORE_MSG_QUEUED);
 	assert_int_equal(gs.g[2].state, STORE_MSG_SENT);
@@ -931,8 +944,8 @@ test_requeue_unconfirmed(void **state)
 	assert_int_equal(store_msg_requeue_unconfirmed(fx->st), 2);
 	assert_int_equal(store_msg_requeue_unconfirmed(fx->st), 0);
 	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(store_msg_each_for(fx->st, ROMEO, &pinky, got_msg,
-	    &gs), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 3);
 	assert_int_equal(gs.g[0].id, id[0]);
 	assert_int_equal(gs.g[0].state, STORE_MSG_QUEUED);
@@ -977,8 +990,8 @@ test_take_expired(void **state)
 	/* A stopped walk deletes only what fn saw. */
 	memset(&gs, 0, sizeof(gs));
 	gs.stop_at = 1;
-	assert_int_equal(store_msg_take_expired(fx->st, 1000, got_msg, &gs),
-	    42);
+	assert_int_equal(
+	    store_msg_take_expired(fx->st, 1000, got_msg, &gs), 42);
 	assert_int_equal(gs.n, 1);
 	assert_int_equal(gs.g[0].id, id[1]);
 	assert_int_equal(store_msg_count(fx->st), 2);
@@ -1003,12 +1016,12 @@ test_transactions(void **state)
 	add_user(fx->st, ROMEO, "Inky");
 	put_contact(fx->st, ROMEO, "Pinky@201:af82::1", 0, 1, 1);
 	add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "hi", 0);
-	assert_int_equal(store_msg_count(fx->st), 1);	/* seen inside */
-	assert_int_equal(store_begin(fx->st), -1);	/* no nesting */
+	assert_int_equal(store_msg_count(fx->st), 1); /* seen inside */
+	assert_int_equal(store_begin(fx->st), -1); /* no nesting */
 	assert_int_equal(store_rollback(fx->st), 0);
 	assert_int_equal(store_user_get(fx->st, ROMEO, &u), 1);
-	assert_int_equal(store_contacts_each(fx->st, ROMEO, got_contact, &gs),
-	    0);
+	assert_int_equal(
+	    store_contacts_each(fx->st, ROMEO, got_contact, &gs), 0);
 	assert_int_equal(gs.n, 0);
 	assert_int_equal(store_msg_count(fx->st), 0);
 	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM users"), 0);
@@ -1111,8 +1124,8 @@ test_survives_kill9(void **state)
 	}
 	open_ok(fx);
 	assert_int_equal(store_msg_count(fx->st), 1);
-	assert_int_equal(store_msg_each_for(fx->st, ROMEO, &pinky, got_msg,
-	    &gs), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].body, "survives");
 }
@@ -1121,39 +1134,39 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_open_create, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_reopen_keeps_everything,
-		    setup, teardown),
-		cmocka_unit_test_setup_teardown(test_empty_file_migrates, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_newer_version_refused,
-		    setup, teardown),
-		cmocka_unit_test_setup_teardown(test_not_a_database, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_nick_unique_per_address,
-		    setup, teardown),
-		cmocka_unit_test_setup_teardown(test_user_add_bad_input, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_user_del_cascades, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_contact_put_updates, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_contacts_at, setup,
-		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_open_create, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_reopen_keeps_everything, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_empty_file_migrates, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_newer_version_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_not_a_database, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_nick_unique_per_address, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_user_add_bad_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_user_del_cascades, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_contact_put_updates, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_contacts_at, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_queue_order_across_reopen,
-		    setup, teardown),
-		cmocka_unit_test_setup_teardown(test_requeue_unconfirmed, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_take_expired, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_transactions, setup,
-		    teardown),
-		cmocka_unit_test_setup_teardown(test_walks_stop_and_reentry,
-		    setup, teardown),
-		cmocka_unit_test_setup_teardown(test_survives_kill9, setup,
-		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_queue_order_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_requeue_unconfirmed, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_take_expired, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_transactions, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_walks_stop_and_reentry, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_survives_kill9, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -149,14 +149,14 @@ test_presence_mapping(void **state)
 	assert_false(feed(u, "alice@example.org/a",
 	    "<presence><show>dnd</show><status>busy</status></presence>"));
 	/* Subscription handling, probes and errors are not presence. */
-	assert_false(feed(u, "alice@example.org/a",
-	    "<presence type='subscribe'/>"));
-	assert_false(feed(u, "alice@example.org/a",
-	    "<presence type='probe'/>"));
-	assert_false(feed(u, "alice@example.org/a",
-	    "<presence type='error'/>"));
-	assert_true(feed(u, "alice@example.org/a",
-	    "<presence type='unavailable'/>"));
+	assert_false(
+	    feed(u, "alice@example.org/a", "<presence type='subscribe'/>"));
+	assert_false(
+	    feed(u, "alice@example.org/a", "<presence type='probe'/>"));
+	assert_false(
+	    feed(u, "alice@example.org/a", "<presence type='error'/>"));
+	assert_true(
+	    feed(u, "alice@example.org/a", "<presence type='unavailable'/>"));
 	assert_false(user_online(u));
 	expect_sent(u, 0, BSHOW_NONE, NULL);
 	users_free(us);
@@ -178,8 +178,8 @@ test_presence_two_resources(void **state)
 	    "<presence><show>xa</show></presence>"));
 	expect_sent(u, 1, BSHOW_NONE, "at my desk");
 	/* The best one going away hands over to the other. */
-	assert_true(feed(u, "alice@example.org/desk",
-	    "<presence type='unavailable'/>"));
+	assert_true(feed(
+	    u, "alice@example.org/desk", "<presence type='unavailable'/>"));
 	expect_sent(u, 1, BSHOW_AWAY, NULL);
 	/* Equal availability: the higher priority wins. */
 	assert_true(feed(u, "alice@example.org/desk",
@@ -192,10 +192,10 @@ test_presence_two_resources(void **state)
 	    "<presence><show>xa</show><priority>9</priority>"
 	    "<status>phone</status></presence>"));
 	expect_sent(u, 1, BSHOW_AWAY, "phone");
-	assert_true(feed(u, "alice@example.org/phone",
-	    "<presence type='unavailable'/>"));
-	assert_true(feed(u, "alice@example.org/desk",
-	    "<presence type='unavailable'/>"));
+	assert_true(feed(
+	    u, "alice@example.org/phone", "<presence type='unavailable'/>"));
+	assert_true(feed(
+	    u, "alice@example.org/desk", "<presence type='unavailable'/>"));
 	expect_sent(u, 0, BSHOW_NONE, NULL);
 	users_free(us);
 }

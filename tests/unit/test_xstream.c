@@ -16,48 +16,51 @@
 
 /* Byte for byte what the reference plugin sends to open a stream. */
 #define DECL "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n"
-#define ROOT                                                                  \
-	"<stream:stream xmlns=\"jabber:client\" "                             \
-	"xmlns:stream=\"http://etherx.jabber.org/streams\" "                  \
+#define ROOT                                                                   \
+	"<stream:stream xmlns=\"jabber:client\" "                              \
+	"xmlns:stream=\"http://etherx.jabber.org/streams\" "                   \
 	"from=\"inky@201:af82::1\" to=\"bob@200:1::2\">"
-#define OPEN_EV "open inky@201:af82::1 bob@200:1::2 " \
+#define OPEN_EV                                                                \
+	"open inky@201:af82::1 bob@200:1::2 "                                  \
 	"[from=inky@201:af82::1 to=bob@200:1::2]\n"
 
 /* Stanzas as libpurple's xmlnode_to_str() writes them: single quotes. */
 #define PRESENCE "<presence/>"
-#define MESSAGE                                                               \
-	"<message to='bob@200:1::2' from='inky@201:af82::1' type='chat'>"     \
-	"<body>Hello &amp; welcome \xc3\xa9\xe2\x9c\x93</body>"               \
-	"<html xmlns='http://www.w3.org/1999/xhtml'><body>"                   \
-	"<font>Hello &amp; welcome</font></body></html>"                      \
+#define MESSAGE                                                                \
+	"<message to='bob@200:1::2' from='inky@201:af82::1' type='chat'>"      \
+	"<body>Hello &amp; welcome \xc3\xa9\xe2\x9c\x93</body>"                \
+	"<html xmlns='http://www.w3.org/1999/xhtml'><body>"                    \
+	"<font>Hello &amp; welcome</font></body></html>"                       \
 	"<x xmlns='jabber:x:event'><composing/></x></message>"
-#define PING                                                                  \
-	"<iq to='bob@200:1::2' from='inky@201:af82::1' id='ping-1' "          \
+#define PING                                                                   \
+	"<iq to='bob@200:1::2' from='inky@201:af82::1' id='ping-1' "           \
 	"type='get'><ping xmlns='urn:xmpp:ping'/></iq>"
 #define END "</stream:stream>"
 
 #define PRESENCE_EV "stanza <presence xmlns=\"jabber:client\"/>\n"
-#define MESSAGE_EV                                                            \
-	"stanza <message from=\"inky@201:af82::1\" to=\"bob@200:1::2\" "      \
-	"type=\"chat\" xmlns=\"jabber:client\">"                              \
-	"<body>'Hello & welcome \xc3\xa9\xe2\x9c\x93'</body>"                 \
-	"<html xmlns=\"http://www.w3.org/1999/xhtml\"><body>"                 \
-	"<font>'Hello & welcome'</font></body></html>"                        \
+#define MESSAGE_EV                                                             \
+	"stanza <message from=\"inky@201:af82::1\" to=\"bob@200:1::2\" "       \
+	"type=\"chat\" xmlns=\"jabber:client\">"                               \
+	"<body>'Hello & welcome \xc3\xa9\xe2\x9c\x93'</body>"                  \
+	"<html xmlns=\"http://www.w3.org/1999/xhtml\"><body>"                  \
+	"<font>'Hello & welcome'</font></body></html>"                         \
 	"<x xmlns=\"jabber:x:event\"><composing/></x></message>\n"
-#define PING_EV                                                               \
-	"stanza <iq from=\"inky@201:af82::1\" id=\"ping-1\" "                 \
-	"to=\"bob@200:1::2\" type=\"get\" xmlns=\"jabber:client\">"           \
+#define PING_EV                                                                \
+	"stanza <iq from=\"inky@201:af82::1\" id=\"ping-1\" "                  \
+	"to=\"bob@200:1::2\" type=\"get\" xmlns=\"jabber:client\">"            \
 	"<ping xmlns=\"urn:xmpp:ping\"/></iq>\n"
 
-#define PREHDR "<stream:error><host-unknown " \
+#define PREHDR                                                                 \
+	"<stream:error><host-unknown "                                         \
 	"xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/></stream:error>"
-#define PREHDR_EV "prehdr <error xmlns=\"http://etherx.jabber.org/streams\">" \
-	"<host-unknown xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>" \
+#define PREHDR_EV                                                              \
+	"prehdr <error xmlns=\"http://etherx.jabber.org/streams\">"            \
+	"<host-unknown xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"        \
 	"</error>\n"
 
 static const char session[] = DECL ROOT PRESENCE MESSAGE PING END;
-static const char session_ev[] =
-    OPEN_EV PRESENCE_EV MESSAGE_EV PING_EV "close\n";
+static const char session_ev[] = OPEN_EV PRESENCE_EV MESSAGE_EV PING_EV
+    "close\n";
 
 static const struct xstream_limits default_limits = {
 	.max_stanza_bytes = 65536,
@@ -76,8 +79,8 @@ struct rec {
 
 static xmpp_ctx_t *ctx;
 
-static void addf(struct rec *, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
+static void
+addf(struct rec *, const char *, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 addf(struct rec *r, const char *fmt, ...)
@@ -99,8 +102,7 @@ struct pair {
 static int
 pair_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct pair *)a)->k,
-	    ((const struct pair *)b)->k);
+	return strcmp(((const struct pair *)a)->k, ((const struct pair *)b)->k);
 }
 
 /* Sorted name=value pairs, values in quotes if quote is set. */
@@ -112,8 +114,7 @@ add_pairs(struct rec *r, struct pair *p, size_t n, int quote)
 
 	qsort(p, n, sizeof(*p), pair_cmp);
 	for (i = 0; i < n; i++)
-		addf(r, "%s%s=%s%s%s", i == 0 ? "" : " ", p[i].k, q, p[i].v,
-		    q);
+		addf(r, "%s%s=%s%s%s", i == 0 ? "" : " ", p[i].k, q, p[i].v, q);
 }
 
 /* Canonical form: sorted attributes, text in quotes (so two adjacent
@@ -266,15 +267,14 @@ run_cuts(struct rec *r, const struct xstream_limits *lim, const char *in,
 }
 
 static int
-run(struct rec *r, const struct xstream_limits *lim, const char *in,
-    size_t len)
+run(struct rec *r, const struct xstream_limits *lim, const char *in, size_t len)
 {
 	return run_cuts(r, lim, in, len, NULL, 0);
 }
 
 static int
-run_bytes(struct rec *r, const struct xstream_limits *lim, const char *in,
-    size_t len)
+run_bytes(
+    struct rec *r, const struct xstream_limits *lim, const char *in, size_t len)
 {
 	size_t i;
 	int rc = 0;
@@ -288,8 +288,8 @@ run_bytes(struct rec *r, const struct xstream_limits *lim, const char *in,
 /* Whole, in two pieces split at every position, and byte by byte: the
  * same events every time. */
 static void
-check_all_splits(const struct xstream_limits *lim, const char *in,
-    size_t len, const char *expect, int expect_rc)
+check_all_splits(const struct xstream_limits *lim, const char *in, size_t len,
+    const char *expect, int expect_rc)
 {
 	struct rec *r = rec_new();
 	size_t cut;
@@ -305,7 +305,7 @@ check_all_splits(const struct xstream_limits *lim, const char *in,
 	rec_free(r);
 }
 
-#define CHECK(in, expect, rc) \
+#define CHECK(in, expect, rc)                                                  \
 	check_all_splits(&default_limits, in, sizeof(in) - 1, expect, rc)
 
 static const char *
@@ -351,12 +351,12 @@ static void
 test_many_per_read(void **state)
 {
 	static const char in[] = DECL ROOT "\n  " PRESENCE "\n" PRESENCE
-	    " \t\r\n" PING PING "\n" MESSAGE;
+					   " \t\r\n" PING PING "\n" MESSAGE;
 	struct rec *r = rec_new();
 
 	assert_int_equal(run(r, &default_limits, in, sizeof(in) - 1), 0);
-	assert_string_equal(r->log, OPEN_EV PRESENCE_EV PRESENCE_EV PING_EV
-	    PING_EV MESSAGE_EV);
+	assert_string_equal(
+	    r->log, OPEN_EV PRESENCE_EV PRESENCE_EV PING_EV PING_EV MESSAGE_EV);
 	assert_int_equal(r->events, 6);
 	rec_free(r);
 }
@@ -377,8 +377,7 @@ test_declarations(void **state)
 	CHECK("\r\n}}junk> text\n" DECL "}" DECL " x " ROOT PRESENCE,
 	    OPEN_EV PRESENCE_EV, 0);
 	CHECK("\xef\xbb\xbf" DECL ROOT PRESENCE, OPEN_EV PRESENCE_EV, 0);
-	CHECK(DECL "<!-- hi - there -->" ROOT PRESENCE, OPEN_EV PRESENCE_EV,
-	    0);
+	CHECK(DECL "<!-- hi - there -->" ROOT PRESENCE, OPEN_EV PRESENCE_EV, 0);
 	CHECK("<?xml?>" ROOT PRESENCE, OPEN_EV PRESENCE_EV, 0);
 }
 
@@ -390,10 +389,12 @@ test_pre_header_error(void **state)
 	CHECK(PREHDR "\n" ROOT "\n" END, PREHDR_EV OPEN_EV "close\n", -1);
 	CHECK("<stream:error><host-unknown/></stream:error>" ROOT END,
 	    "prehdr <error xmlns=\"http://etherx.jabber.org/streams\">"
-	    "<host-unknown xmlns=\"\"/></error>\n" OPEN_EV "close\n", -1);
+	    "<host-unknown xmlns=\"\"/></error>\n" OPEN_EV "close\n",
+	    -1);
 	CHECK(DECL "<stream:error/>" DECL ROOT END,
-	    "prehdr <error xmlns=\"http://etherx.jabber.org/streams\"/>\n"
-	    OPEN_EV "close\n", -1);
+	    "prehdr <error "
+	    "xmlns=\"http://etherx.jabber.org/streams\"/>\n" OPEN_EV "close\n",
+	    -1);
 	/* With its own declaration of the prefix, and text in it. */
 	CHECK("<e:error xmlns:e='http://etherx.jabber.org/streams'>"
 	      "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
@@ -402,18 +403,20 @@ test_pre_header_error(void **state)
 	    "prehdr <error xmlns=\"http://etherx.jabber.org/streams\">"
 	    "<conflict xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"
 	    "<text xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\">'a < b'"
-	    "</text></error>\n" OPEN_EV PRESENCE_EV, 0);
+	    "</text></error>\n" OPEN_EV PRESENCE_EV,
+	    0);
 }
 
 static void
 test_stream_error_inside(void **state)
 {
-	CHECK(ROOT "<stream:error><conflict "
-	      "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
-	      END,
+	CHECK(ROOT
+	    "<stream:error><conflict "
+	    "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>" END,
 	    OPEN_EV "stanza <error xmlns=\"http://etherx.jabber.org/streams\">"
-	    "<conflict xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"
-	    "</error>\nclose\n", -1);
+		    "<conflict xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>"
+		    "</error>\nclose\n",
+	    -1);
 }
 
 static void
@@ -426,7 +429,8 @@ test_prefixes(void **state)
 	      "</s:stream>",
 	    "open a@200::1 (null) [from=a@200::1]\n"
 	    "stanza <message type=\"chat\" xmlns=\"jabber:client\">"
-	    "<body>'hi'</body></message>\nclose\n", -1);
+	    "<body>'hi'</body></message>\nclose\n",
+	    -1);
 	/* The streams namespace as the default one. */
 	CHECK("<stream xmlns='http://etherx.jabber.org/streams'>"
 	      "<message xmlns='jabber:client'><body>x</body></message>"
@@ -434,7 +438,8 @@ test_prefixes(void **state)
 	    "open (null) (null) []\n"
 	    "stanza <message xmlns=\"jabber:client\"><body>'x'</body>"
 	    "</message>\nstanza <presence "
-	    "xmlns=\"http://etherx.jabber.org/streams\"/>\nclose\n", -1);
+	    "xmlns=\"http://etherx.jabber.org/streams\"/>\nclose\n",
+	    -1);
 	/* A header that forgets xmlns:stream is taken as meant. */
 	CHECK("<stream:stream xmlns='jabber:client'>" PRESENCE END,
 	    "open (null) (null) []\n" PRESENCE_EV "close\n", -1);
@@ -444,12 +449,13 @@ static void
 test_namespaces_and_attributes(void **state)
 {
 	CHECK(ROOT "<message xml:lang='en' xmlns:a='urn:a' a:from='evil' "
-	      "from='good'><x xmlns='jabber:x:event'><composing/></x>"
-	      "<a:body>t</a:body><body xmlns=''>u</body></message>",
+		   "from='good'><x xmlns='jabber:x:event'><composing/></x>"
+		   "<a:body>t</a:body><body xmlns=''>u</body></message>",
 	    OPEN_EV "stanza <message from=\"good\" xml:lang=\"en\" "
-	    "xmlns=\"jabber:client\"><x xmlns=\"jabber:x:event\">"
-	    "<composing/></x><body xmlns=\"urn:a\">'t'</body>"
-	    "<body xmlns=\"\">'u'</body></message>\n", 0);
+		    "xmlns=\"jabber:client\"><x xmlns=\"jabber:x:event\">"
+		    "<composing/></x><body xmlns=\"urn:a\">'t'</body>"
+		    "<body xmlns=\"\">'u'</body></message>\n",
+	    0);
 	CHECK("<stream:stream xmlns:stream='http://etherx.jabber.org/streams'"
 	      " xmlns='jabber:client' version='1.0' xml:lang='fr' id='x1'"
 	      " xmlns:a='urn:a' a:to='evil'>",
@@ -461,22 +467,25 @@ test_text_merged(void **state)
 {
 	/* Entities, character references, CDATA and line ends: one node. */
 	CHECK(ROOT "<message><body>a&amp;b&#x263a;<![CDATA[<c>]]>\r\nd</body>"
-	      "</message>",
+		   "</message>",
 	    OPEN_EV "stanza <message xmlns=\"jabber:client\">"
-	    "<body>'a&b\xe2\x98\xba<c>\nd'</body></message>\n", 0);
+		    "<body>'a&b\xe2\x98\xba<c>\nd'</body></message>\n",
+	    0);
 	/* Mixed content keeps its order. */
 	CHECK(ROOT "<message>a<b/>c<d>e</d></message>",
 	    OPEN_EV "stanza <message xmlns=\"jabber:client\">'a'<b/>'c'"
-	    "<d>'e'</d></message>\n", 0);
+		    "<d>'e'</d></message>\n",
+	    0);
 }
 
 static void
 test_comments_dropped(void **state)
 {
 	CHECK(ROOT "<!-- between -->" PRESENCE "<message><!-- in -->"
-	      "<body>a<!-- text -->b</body></message>",
+		   "<body>a<!-- text -->b</body></message>",
 	    OPEN_EV PRESENCE_EV "stanza <message xmlns=\"jabber:client\">"
-	    "<body>'ab'</body></message>\n", 0);
+				"<body>'ab'</body></message>\n",
+	    0);
 }
 
 static void
@@ -525,16 +534,18 @@ test_stanza_limit(void **state)
 {
 	static const char stanza[] = "<message><body>hello</body></message>";
 	static const char in[] = ROOT PRESENCE "\n<message><body>hello</body>"
-	    "</message>" PRESENCE;
+					       "</message>" PRESENCE;
 	struct xstream_limits lim = default_limits;
 
 	lim.max_stanza_bytes = strlen(stanza);
-	check_all_splits(&lim, in, strlen(in), OPEN_EV PRESENCE_EV
+	check_all_splits(&lim, in, strlen(in),
+	    OPEN_EV PRESENCE_EV
 	    "stanza <message xmlns=\"jabber:client\"><body>'hello'</body>"
-	    "</message>\n" PRESENCE_EV, 0);
+	    "</message>\n" PRESENCE_EV,
+	    0);
 	lim.max_stanza_bytes--;
-	expect_limit(&lim, in, OPEN_EV PRESENCE_EV, "stanza",
-	    lim.max_stanza_bytes);
+	expect_limit(
+	    &lim, in, OPEN_EV PRESENCE_EV, "stanza", lim.max_stanza_bytes);
 	/* Text counts: it is bytes of the stanza. */
 	lim.max_stanza_bytes = 30;
 	expect_limit(&lim, ROOT "<message><body>0123456789012345</body>",
@@ -591,7 +602,8 @@ test_stanza_limit_between(void **state)
 	assert_int_equal(xstream_feed(r->xs, PRESENCE, strlen(PRESENCE)), 0);
 	/* A comment counts on its own, not with the stanza after it. */
 	assert_int_equal(xstream_feed(r->xs, "<!-- 1234 -->" PRESENCE,
-	    13 + strlen(PRESENCE)), 0);
+			     13 + strlen(PRESENCE)),
+	    0);
 	assert_string_equal(r->log, OPEN_EV PRESENCE_EV PRESENCE_EV);
 	rec_free(r);
 }
@@ -600,20 +612,21 @@ static void
 test_depth_limit(void **state)
 {
 	static const char in[] = ROOT "<message><x><y/></x></message>" END;
-	static const char ok[] = OPEN_EV "stanza <message "
+	static const char ok[] = OPEN_EV
+	    "stanza <message "
 	    "xmlns=\"jabber:client\"><x><y/></x></message>\nclose\n";
 	struct xstream_limits lim = default_limits;
 
 	lim.max_depth = 4;
 	check_all_splits(&lim, in, strlen(in), ok, -1);
 	lim.max_depth = 3;
-	check_all_splits(&lim, in, strlen(in), OPEN_EV
-	    "error policy-violation: element depth exceeds 3\n", -1);
+	check_all_splits(&lim, in, strlen(in),
+	    OPEN_EV "error policy-violation: element depth exceeds 3\n", -1);
 	lim.max_depth = 1;
-	check_all_splits(&lim, ROOT END, strlen(ROOT END), OPEN_EV "close\n",
-	    -1);
-	check_all_splits(&lim, ROOT PRESENCE, strlen(ROOT PRESENCE), OPEN_EV
-	    "error policy-violation: element depth exceeds 1\n", -1);
+	check_all_splits(
+	    &lim, ROOT END, strlen(ROOT END), OPEN_EV "close\n", -1);
+	check_all_splits(&lim, ROOT PRESENCE, strlen(ROOT PRESENCE),
+	    OPEN_EV "error policy-violation: element depth exceeds 1\n", -1);
 }
 
 static void
@@ -631,11 +644,11 @@ test_header_limit(void **state)
 
 	/* A pre-header error is header too. */
 	lim.max_header_bytes = strlen(PREHDR DECL ROOT);
-	check_all_splits(&lim, pre, strlen(pre),
-	    PREHDR_EV OPEN_EV PRESENCE_EV, 0);
+	check_all_splits(
+	    &lim, pre, strlen(pre), PREHDR_EV OPEN_EV PRESENCE_EV, 0);
 	lim.max_header_bytes--;
-	expect_limit(&lim, pre, PREHDR_EV, "stream header",
-	    lim.max_header_bytes);
+	expect_limit(
+	    &lim, pre, PREHDR_EV, "stream header", lim.max_header_bytes);
 	lim.max_header_bytes = strlen(PREHDR) - 1;
 	expect_limit(&lim, pre, "", "stream header", lim.max_header_bytes);
 
@@ -679,37 +692,45 @@ test_restricted(void **state)
 static void
 test_malformed(void **state)
 {
-	CHECK(ROOT "<message><body></message>", OPEN_EV
-	    "error not-well-formed: mismatched tag\n", -1);
-	CHECK(ROOT "<message><body>\xff</body></message>", OPEN_EV
-	    "error not-well-formed: not well-formed (invalid token)\n", -1);
-	CHECK(ROOT "<message><body>\xc0\xaf</body></message>", OPEN_EV
-	    "error not-well-formed: not well-formed (invalid token)\n", -1);
-	CHECK(ROOT "<message><body>a\0b</body></message>", OPEN_EV
-	    "error not-well-formed: not well-formed (invalid token)\n", -1);
-	CHECK(ROOT "<message><body>\xc3(</body></message>", OPEN_EV
-	    "error not-well-formed: not well-formed (invalid token)\n", -1);
-	CHECK(ROOT "<foo:message/>", OPEN_EV
-	    "error not-well-formed: unbound prefix\n", -1);
-	CHECK(ROOT "<message a='1' a='2'/>", OPEN_EV
-	    "error not-well-formed: duplicate attribute\n", -1);
-	CHECK("</stream:stream>",
-	    "error not-well-formed: mismatched tag\n", -1);
+	CHECK(ROOT "<message><body></message>",
+	    OPEN_EV "error not-well-formed: mismatched tag\n", -1);
+	CHECK(ROOT "<message><body>\xff</body></message>",
+	    OPEN_EV "error not-well-formed: not well-formed (invalid token)\n",
+	    -1);
+	CHECK(ROOT "<message><body>\xc0\xaf</body></message>",
+	    OPEN_EV "error not-well-formed: not well-formed (invalid token)\n",
+	    -1);
+	CHECK(ROOT "<message><body>a\0b</body></message>",
+	    OPEN_EV "error not-well-formed: not well-formed (invalid token)\n",
+	    -1);
+	CHECK(ROOT "<message><body>\xc3(</body></message>",
+	    OPEN_EV "error not-well-formed: not well-formed (invalid token)\n",
+	    -1);
+	CHECK(ROOT "<foo:message/>",
+	    OPEN_EV "error not-well-formed: unbound prefix\n", -1);
+	CHECK(ROOT "<message a='1' a='2'/>",
+	    OPEN_EV "error not-well-formed: duplicate attribute\n", -1);
+	CHECK(
+	    "</stream:stream>", "error not-well-formed: mismatched tag\n", -1);
 	CHECK("<<", "error not-well-formed: not well-formed (invalid token)\n",
 	    -1);
 	/* The name of the parser's hidden outer element is no way out. */
 	CHECK("</w>", "error not-well-formed: mismatched tag\n", -1);
-	CHECK(PREHDR "</w>" ROOT, PREHDR_EV
-	    "error not-well-formed: mismatched tag\n", -1);
+	CHECK(PREHDR "</w>" ROOT,
+	    PREHDR_EV "error not-well-formed: mismatched tag\n", -1);
 	CHECK("<!-x", "error not-well-formed: bad comment\n", -1);
-	CHECK("<foo/>", "error invalid-namespace: first element is not "
-	    "{http://etherx.jabber.org/streams}stream\n", -1);
+	CHECK("<foo/>",
+	    "error invalid-namespace: first element is not "
+	    "{http://etherx.jabber.org/streams}stream\n",
+	    -1);
 	CHECK("<stream xmlns='jabber:client'>" PRESENCE,
 	    "error invalid-namespace: first element is not "
-	    "{http://etherx.jabber.org/streams}stream\n", -1);
+	    "{http://etherx.jabber.org/streams}stream\n",
+	    -1);
 	CHECK("<stream:stream xmlns:stream='urn:wrong'>",
 	    "error invalid-namespace: first element is not "
-	    "{http://etherx.jabber.org/streams}stream\n", -1);
+	    "{http://etherx.jabber.org/streams}stream\n",
+	    -1);
 	/* An unclosed pre-header error swallows the header: we wait, for
 	 * no more than the header limit (see test_header_limit). */
 	CHECK("<stream:error><host-unknown/>" ROOT END, "", 0);
@@ -733,8 +754,8 @@ test_stop_in_callbacks(void **state)
 	assert_string_equal(r->log, OPEN_EV);
 	assert_int_equal(run(r, &default_limits, pre, sizeof(pre) - 1), -1);
 	assert_string_equal(r->log, PREHDR_EV);
-	assert_int_equal(run_bytes(r, &default_limits, pre, sizeof(pre) - 1),
-	    -1);
+	assert_int_equal(
+	    run_bytes(r, &default_limits, pre, sizeof(pre) - 1), -1);
 	assert_string_equal(r->log, PREHDR_EV);
 
 	/* From outside a callback, between reads. */
@@ -768,8 +789,8 @@ test_pending(void **state)
 	assert_int_equal(xstream_pending(r->xs), 0);
 	/* Freed with a stanza half built: nothing leaks. */
 	rec_start(r, &default_limits);
-	xstream_feed(r->xs, ROOT "<message><body>x<y a='1'>",
-	    strlen(ROOT) + 25);
+	xstream_feed(
+	    r->xs, ROOT "<message><body>x<y a='1'>", strlen(ROOT) + 25);
 	assert_int_equal(xstream_pending(r->xs), 25);
 	rec_free(r);
 }
@@ -793,16 +814,16 @@ test_no_callbacks(void **state)
 static void
 test_error_names(void **state)
 {
-	assert_string_equal(xstream_error_name(XSTREAM_ERR_NOT_WELL_FORMED),
-	    "not-well-formed");
-	assert_string_equal(xstream_error_name(XSTREAM_ERR_RESTRICTED_XML),
-	    "restricted-xml");
+	assert_string_equal(
+	    xstream_error_name(XSTREAM_ERR_NOT_WELL_FORMED), "not-well-formed");
+	assert_string_equal(
+	    xstream_error_name(XSTREAM_ERR_RESTRICTED_XML), "restricted-xml");
 	assert_string_equal(xstream_error_name(XSTREAM_ERR_POLICY_VIOLATION),
 	    "policy-violation");
 	assert_string_equal(xstream_error_name(XSTREAM_ERR_INVALID_NAMESPACE),
 	    "invalid-namespace");
-	assert_string_equal(xstream_error_name((enum xstream_error)99),
-	    "undefined-condition");
+	assert_string_equal(
+	    xstream_error_name((enum xstream_error)99), "undefined-condition");
 }
 
 static int

@@ -37,8 +37,8 @@ test_parse_self(void **state)
 
 	assert_int_equal(ygg_parse_self(answer, strlen(answer), &n, &cause), 0);
 	assert_true(n.have_addr && n.have_subnet);
-	assert_string_equal(fmt(&n.addr),
-	    "200:17f8:29a:2ccd:fda4:89df:fe10:6b61");
+	assert_string_equal(
+	    fmt(&n.addr), "200:17f8:29a:2ccd:fda4:89df:fe10:6b61");
 	assert_string_equal(fmt(&n.subnet), "300:17f8:29a:2ccd::");
 }
 
@@ -56,16 +56,17 @@ test_parse_self_partial_and_bad(void **state)
 	const char *cause;
 
 	/* No subnet: it follows from the address. */
-	assert_int_equal(ygg_parse_self(no_subnet, strlen(no_subnet), &n,
-	    &cause), 0);
+	assert_int_equal(
+	    ygg_parse_self(no_subnet, strlen(no_subnet), &n, &cause), 0);
 	assert_string_equal(fmt(&n.subnet), "301:af82:9f2f:7809::");
-	assert_int_equal(ygg_parse_self(not_ygg, strlen(not_ygg), &n, &cause),
-	    -1);
-	assert_string_equal(cause, "no Yggdrasil address (200::/8) in the answer");
-	assert_int_equal(ygg_parse_self(escaped, strlen(escaped), &n, &cause),
-	    -1);
-	assert_int_equal(ygg_parse_self(truncated, strlen(truncated), &n,
-	    &cause), -1);
+	assert_int_equal(
+	    ygg_parse_self(not_ygg, strlen(not_ygg), &n, &cause), -1);
+	assert_string_equal(
+	    cause, "no Yggdrasil address (200::/8) in the answer");
+	assert_int_equal(
+	    ygg_parse_self(escaped, strlen(escaped), &n, &cause), -1);
+	assert_int_equal(
+	    ygg_parse_self(truncated, strlen(truncated), &n, &cause), -1);
 	assert_int_equal(ygg_parse_self("", 0, &n, &cause), -1);
 }
 
@@ -74,8 +75,8 @@ test_subnet_of(void **state)
 {
 	struct in6_addr a, sn;
 
-	assert_int_equal(addr_parse("200:17f8:29a:2ccd:fda4:89df:fe10:6b61",
-	    &a), 0);
+	assert_int_equal(
+	    addr_parse("200:17f8:29a:2ccd:fda4:89df:fe10:6b61", &a), 0);
 	ygg_subnet_of(&a, &sn);
 	assert_string_equal(fmt(&sn), "300:17f8:29a:2ccd::");
 	assert_true(ygg_in_subnet(&sn, &sn));
