@@ -716,8 +716,6 @@ flush_one(void *arg, const struct store_msg *m)
 	xmpp_stanza_t *st;
 	int rc;
 
-	if (m->state != STORE_MSG_QUEUED)
-		return 0;
 	in = xcalloc(1, sizeof(*in));
 	in->id = m->id;
 	in->sender = xstrdup(m->sender);
@@ -727,14 +725,15 @@ flush_one(void *arg, const struct store_msg *m)
 	in->receipt = m->receipt;
 	in->next = b->inflight;
 	b->inflight = in;
-	store_msg_set_state(b->st, m->id, STORE_MSG_SENT);
+	/* Raised first: a pipe dying in the write reports it lost at once. */
+	f->c->sent_upto = m->id;
 	st = barev_message(b, m->body, m->xhtml);
 	rc = b->net.send_confirmed(
 	    b->net.barev_arg, &f->u->id, &f->c->who, st, (uint64_t)m->id);
 	xmpp_stanza_release(st);
 	if (rc == -1) {
+		f->c->sent_upto = m->id - 1;
 		b->inflight = in->next;
-		store_msg_set_state(b->st, m->id, STORE_MSG_QUEUED);
 		free(in->sender);
 		free(in->stanza_id);
 		free(in->user_jid);
@@ -744,7 +743,7 @@ flush_one(void *arg, const struct store_msg *m)
 	return 0;
 }
 
-/* Sends the pair's queued messages in order, or asks for a pipe. */
+/* Sends what the pipe has not had of the pair's queue, or asks for a pipe. */
 static void
 flush_queue(struct bridge *b, struct user *u, struct contact *c)
 {
@@ -756,7 +755,8 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 			    : (unsigned short)b->conf->barev_default_port);
 		return;
 	}
-	store_msg_each_for(b->st, u->jid, &c->who, flush_one, &f);
+	store_msg_each_after(
+	    b->st, u->jid, &c->who, c->sent_upto, flush_one, &f);
 }
 
 static void
@@ -764,6 +764,8 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 {
 	struct bridge *b = arg;
 	struct inflight **ip, *in;
+	struct user *u;
+	struct contact *c;
 	xmpp_stanza_t *r, *rec;
 	char *from;
 
@@ -775,7 +777,10 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	*ip = in->next;
 	if (how == PIPE_LOST) {
 		/* Sent again on the next pipe: at least once. */
-		store_msg_set_state(b->st, in->id, STORE_MSG_QUEUED);
+		if ((u = users_get(b->users, in->user_jid)) != NULL &&
+		    (c = user_contact(u, &in->to)) != NULL &&
+		    c->sent_upto >= in->id)
+			c->sent_upto = in->id - 1;
 	} else {
 		store_msg_del(b->st, in->id);
 		/* A receipt only with proof that the peer read it. */
@@ -1368,6 +1373,7 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	for (c = u->contacts; c != NULL; c = c->next) {
 		b->net.unwant(b->net.barev_arg, &old, &c->who);
 		c->pipe_up = 0;
+		c->sent_upto = 0;
 		if (c->seen.available) {
 			shown_clear(&c->seen);
 			presence_from_contact(
@@ -1714,6 +1720,8 @@ cb_down(void *arg, const struct barev_jid *local,
 	if (c == NULL)
 		return;
 	c->pipe_up = 0;
+	/* Whatever is still stored goes again on the next pipe. */
+	c->sent_upto = 0;
 	if (c->seen.available) {
 		shown_clear(&c->seen);
 		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);

@@ -213,7 +213,7 @@ static const struct {
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)" },
 	[S_MSG_EACH_FOR] = { "msg each",
 	    "SELECT " MSG_COLS " FROM queue WHERE user_jid = ?1 AND nick = ?2"
-	    " AND addr = ?3 AND direction = 0 ORDER BY id" },
+	    " AND addr = ?3 AND direction = 0 AND id > ?4 ORDER BY id" },
 	[S_MSG_SET_STATE] = { "msg set state",
 	    "UPDATE queue SET state = ?2 WHERE id = ?1" },
 	[S_MSG_DEL] = { "msg del", "DELETE FROM queue WHERE id = ?1" },
@@ -1141,12 +1141,21 @@ store_msg_each_for(struct store *st, const char *user_jid,
     const struct barev_jid *to, int (*fn)(void *arg, const struct store_msg *m),
     void *arg)
 {
+	return store_msg_each_after(st, user_jid, to, 0, fn, arg);
+}
+
+int
+store_msg_each_after(struct store *st, const char *user_jid,
+    const struct barev_jid *to, int64_t after,
+    int (*fn)(void *arg, const struct store_msg *m), void *arg)
+{
 	struct msg_walk w = { fn, arg, 0 };
 	sqlite3_stmt *s;
 
 	if ((s = stmt_get(st, S_MSG_EACH_FOR)) == NULL)
 		return -1;
-	if (bind_text(s, 1, user_jid) == -1 || bind_barev(s, 2, to) == -1)
+	if (bind_text(s, 1, user_jid) == -1 || bind_barev(s, 2, to) == -1 ||
+	    sqlite3_bind_int64(s, 4, after) != SQLITE_OK)
 		return bind_failed(st, S_MSG_EACH_FOR, s);
 	return walk(st, S_MSG_EACH_FOR, s, msg_row, &w);
 }

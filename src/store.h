@@ -157,6 +157,10 @@ int64_t store_msg_add(struct store *st, const struct store_msg *m);
 int store_msg_each_for(struct store *st, const char *user_jid,
     const struct barev_jid *to, int (*fn)(void *arg, const struct store_msg *m),
     void *arg);
+/* The same from the first id above after: what a pipe has not been given yet. */
+int store_msg_each_after(struct store *st, const char *user_jid,
+    const struct barev_jid *to, int64_t after,
+    int (*fn)(void *arg, const struct store_msg *m), void *arg);
 int store_msg_set_state(struct store *st, int64_t id, int state);
 int store_msg_del(struct store *st, int64_t id);
 /*

@@ -27,6 +27,9 @@ struct contact {
 	int sub_to; /* the user sees the contact's presence */
 	int sub_from; /* the contact may see the user's presence */
 	int pipe_up;
+	/* Queued messages up to this id are on the current pipe (kept in
+	 * memory: after a restart everything stored is sent again). */
+	int64_t sent_upto;
 	struct shown seen; /* the contact's presence as last sent to the user */
 	int composing; /* the user is typing to this contact */
 	double composing_at; /* when the user last said so */

@@ -476,8 +476,16 @@ test_reopen_keeps_everything(void **state)
 	assert_int_equal(gs.g[0].created, 1000);
 	assert_int_equal(gs.g[0].last_asked, 1000);
 
+	/* Only what comes after a given id: what a pipe has not had yet. */
 	memset(&gs, 0, sizeof(gs));
 	m.to = B("Pinky@201:af82::1");
+	assert_int_equal(
+	    store_msg_each_after(fx->st, ROMEO, &m.to, id[0], got_msg, &gs), 0);
+	assert_int_equal(gs.n, 2);
+	assert_int_equal(gs.g[0].id, id[1]);
+	assert_int_equal(gs.g[1].id, id[2]);
+
+	memset(&gs, 0, sizeof(gs));
 	assert_int_equal(
 	    store_msg_each_for(fx->st, ROMEO, &m.to, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 3);
