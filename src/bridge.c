@@ -65,6 +65,14 @@ struct stranger {
 	struct stranger *next;
 };
 
+/* A XEP-0184 receipt waiting for its message's deletion to be committed. */
+struct receipt {
+	char *from;
+	char *to;
+	char *id;
+	struct receipt *next;
+};
+
 /* A (user, contact) whose typing notification is being repeated. */
 struct typing {
 	char *user_jid;
@@ -86,10 +94,16 @@ struct bridge {
 	struct typing *typing;
 	struct event *ev_typing;
 	struct event *ev_expire;
+	/* Deletions of confirmed messages, committed once per loop pass. */
+	int txn_open;
+	struct event *ev_commit;
+	struct receipt *receipts;
+	struct receipt **receipts_tail;
 	unsigned long serial;
 };
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
+static void batch_commit(struct bridge *b);
 
 static int
 peer_flags(const struct bridge *b)
@@ -749,6 +763,8 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 {
 	struct flush f = { b, u, c, 0 };
 
+	/* What goes on the wire must be committed first. */
+	batch_commit(b);
 	if (!c->pipe_up) {
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
 		    c->port ? c->port
@@ -759,6 +775,57 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 	    b->st, u->jid, &c->who, c->sent_upto, flush_one, &f);
 }
 
+/*
+ * Commits the pass's deletions, then sends their receipts: a receipt only
+ * once the message can no longer be sent again.
+ */
+static void
+batch_commit(struct bridge *b)
+{
+	struct receipt *r;
+	xmpp_stanza_t *m, *rec;
+	int committed = 1;
+
+	if (b->txn_open) {
+		b->txn_open = 0;
+		if (store_commit(b->st) == -1) {
+			/* The rows stay: sent again later, so no receipts. */
+			store_rollback(b->st);
+			committed = 0;
+		}
+	}
+	while ((r = b->receipts) != NULL) {
+		b->receipts = r->next;
+		if (committed) {
+			m = new_stanza(b, "message", r->from, r->to, NULL);
+			rec = stanza_add_child(m, "received", NS_RECEIPTS);
+			xmpp_stanza_set_attribute(rec, "id", r->id);
+			xsend(b, m);
+		}
+		free(r->from);
+		free(r->to);
+		free(r->id);
+		free(r);
+	}
+	b->receipts_tail = &b->receipts;
+}
+
+static void
+on_commit(evutil_socket_t fd, short what, void *arg)
+{
+	batch_commit(arg);
+}
+
+/* Acks arrive in bursts: one transaction for all of a loop pass's. */
+static void
+batch_open(struct bridge *b)
+{
+	if (b->txn_open || store_begin(b->st) == -1)
+		return;
+	b->txn_open = 1;
+	event_active(b->ev_commit, 0, 0);
+}
+
 static void
 confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 {
@@ -766,8 +833,7 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	struct inflight **ip, *in;
 	struct user *u;
 	struct contact *c;
-	xmpp_stanza_t *r, *rec;
-	char *from;
+	struct receipt *r;
 
 	for (ip = &b->inflight; (in = *ip) != NULL; ip = &in->next)
 		if ((uint64_t)in->id == token)
@@ -782,16 +848,19 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 		    c->sent_upto >= in->id)
 			c->sent_upto = in->id - 1;
 	} else {
+		batch_open(b);
 		store_msg_del(b->st, in->id);
 		/* A receipt only with proof that the peer read it. */
 		if (how == PIPE_CONFIRMED && in->receipt) {
-			from = contact_jid(b, &in->to);
-			r = new_stanza(b, "message", from, in->sender, NULL);
-			rec = stanza_add_child(r, "received", NS_RECEIPTS);
-			xmpp_stanza_set_attribute(rec, "id", in->stanza_id);
-			xsend(b, r);
-			free(from);
+			r = xcalloc(1, sizeof(*r));
+			r->from = contact_jid(b, &in->to);
+			r->to = xstrdup(in->sender);
+			r->id = xstrdup(in->stanza_id);
+			*b->receipts_tail = r;
+			b->receipts_tail = &r->next;
 		}
+		if (!b->txn_open)
+			batch_commit(b);
 	}
 	free(in->sender);
 	free(in->stanza_id);
@@ -854,6 +923,7 @@ on_expire(evutil_socket_t fd, short what, void *arg)
 {
 	struct bridge *b = arg;
 
+	batch_commit(b);
 	store_msg_take_expired(b->st, (int64_t)time(NULL), expired_one, b);
 	timer_after(b->ev_expire, EXPIRE_EVERY);
 }
@@ -1586,6 +1656,8 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	char *bare;
 	int rc;
 
+	/* Writes caused by XMPP stanzas never join a pending batch. */
+	batch_commit(b);
 	if (to == NULL || from == NULL || xmpp_stanza_get_name(st) == NULL ||
 	    jid_split(to, &parts, &cause) == -1 ||
 	    !jid_on_domain(&parts, b->domain) ||
@@ -1677,6 +1749,7 @@ ask_user(struct bridge *b, struct user *u, const struct barev_jid *who)
 	    now - s->last_asked < (int64_t)b->conf->request_interval)
 		return;
 	s->last_asked = now;
+	batch_commit(b);
 	store_pending_put(b->st, u->jid, who, now);
 	presence_from_contact(b, who, u->jid, "subscribe", NULL);
 }
@@ -1944,6 +2017,8 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->users = users_new();
 	b->ev_typing = evtimer_new(base, on_typing, b);
 	b->ev_expire = evtimer_new(base, on_expire, b);
+	b->ev_commit = event_new(base, -1, 0, on_commit, b);
+	b->receipts_tail = &b->receipts;
 	if (store_users_each(st, load_user, &l) != 0 ||
 	    store_pending_each(st, load_pending, b) != 0 ||
 	    (requeued = store_msg_requeue_unconfirmed(st)) == -1) {
@@ -1974,6 +2049,7 @@ bridge_free(struct bridge *b)
 
 	if (b == NULL)
 		return;
+	batch_commit(b);
 	while ((in = b->inflight) != NULL) {
 		b->inflight = in->next;
 		free(in->sender);
@@ -1995,6 +2071,7 @@ bridge_free(struct bridge *b)
 	}
 	event_free(b->ev_typing);
 	event_free(b->ev_expire);
+	event_free(b->ev_commit);
 	users_free(b->users);
 	free(b->domain);
 	free(b);
