@@ -350,21 +350,6 @@ conn_drop(struct conn *c, const char *reason, const char *condition)
 	pipe_close(c->pipe, reason, condition);
 }
 
-static double
-backoff(struct pair *P)
-{
-	struct barev *b = P->b;
-	double d = b->redial_min;
-	unsigned i;
-
-	for (i = 0; i < P->attempt && d < b->redial_max; i++)
-		d *= 2;
-	if (d > b->redial_max)
-		d = b->redial_max;
-	/* Up to half again at random: peers that lost each other together do not redial in step. */
-	return d + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
-}
-
 static void
 schedule_redial(struct pair *P)
 {
@@ -373,7 +358,7 @@ schedule_redial(struct pair *P)
 	if (!P->wanted || P->out != NULL || P->in != NULL || P->queued ||
 	    P->b->stopping || evtimer_pending(P->ev_redial, NULL))
 		return;
-	delay = backoff(P);
+	delay = backoff_delay(P->b->redial_min, P->b->redial_max, P->attempt);
 	P->attempt++;
 	log_info("pair %s: redial_in_ms=%.0f attempt=%u", P->name, delay * 1000,
 	    P->attempt);

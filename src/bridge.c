@@ -501,14 +501,13 @@ sanitize(const char *in)
 static char *
 text_of(xmpp_stanza_t *st, const char *name, const char *ns)
 {
-	xmpp_stanza_t *c = stanza_child(st, name, ns);
-	char *t, *copy;
+	char *t = stanza_child_text(st, name, ns), *clean;
 
-	if (c == NULL || (t = xmpp_stanza_get_text(c)) == NULL)
+	if (t == NULL)
 		return NULL;
-	copy = sanitize(t);
-	xmpp_free(xmpp_stanza_get_context(st), t);
-	return copy;
+	clean = sanitize(t);
+	free(t);
+	return clean;
 }
 
 /*

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <stdlib.h>
 #include <time.h>
 
 #include "clock.h"
@@ -28,4 +29,17 @@ timer_after(struct event *ev, double seconds)
 	tv.tv_sec = (time_t)seconds;
 	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
 	evtimer_add(ev, &tv);
+}
+
+double
+backoff_delay(double min, double max, unsigned doublings)
+{
+	double d = min;
+	unsigned i;
+
+	for (i = 0; i < doublings && d < max; i++)
+		d *= 2;
+	if (d > max)
+		d = max;
+	return d + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
 }

@@ -8,5 +8,11 @@
 double clock_now(void);
 /* (Re)arms ev to fire after seconds (negative: at once). */
 void timer_after(struct event *ev, double seconds);
+/*
+ * A retry delay: min doubled `doublings` times, capped at max, then
+ * lengthened by up to half at random so that many retrying together do
+ * not retry in step.
+ */
+double backoff_delay(double min, double max, unsigned doublings);
 
 #endif

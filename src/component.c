@@ -194,20 +194,6 @@ stream_error_name(xmpp_error_type_t type)
 	return "unknown";
 }
 
-static double
-backoff_delay(struct component *c)
-{
-	double d = c->backoff_min;
-	unsigned i;
-
-	for (i = 1; i < c->attempt && d < c->backoff_max; i++)
-		d *= 2;
-	if (d > c->backoff_max)
-		d = c->backoff_max;
-	/* Up to half again at random: gateways restarted together do not dial in step. */
-	return d + (d / 2) * ((double)arc4random_uniform(1000001) / 1e6);
-}
-
 static void
 schedule_redial(struct component *c)
 {
@@ -217,7 +203,7 @@ schedule_redial(struct component *c)
 		c->attempt = 0;
 	c->up_since = 0;
 	c->attempt++;
-	delay = backoff_delay(c);
+	delay = backoff_delay(c->backoff_min, c->backoff_max, c->attempt - 1);
 	log_warn("component: link down reason=%s retry_in_ms=%.0f",
 	    c->down_reason, delay * 1000);
 	set_state(c, LINK_BACKOFF);

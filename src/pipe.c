@@ -448,9 +448,7 @@ xs_stanza(void *arg, xmpp_stanza_t *st)
 		return;
 	if (strcmp(name, "error") == 0 && ns != NULL &&
 	    strcmp(ns, XSTREAM_NS_STREAMS) == 0) {
-		cond = xmpp_stanza_get_children(st);
-		while (cond != NULL && !xmpp_stanza_is_tag(cond))
-			cond = xmpp_stanza_get_next(cond);
+		cond = stanza_first_tag(st);
 		log_info("pipe %llu: peer sent stream error condition=%s",
 		    (unsigned long long)p->id,
 		    cond ? xmpp_stanza_get_name(cond) : "none");
@@ -474,10 +472,8 @@ static void
 xs_pre_header_error(void *arg, xmpp_stanza_t *err)
 {
 	struct pipe *p = arg;
-	xmpp_stanza_t *cond = xmpp_stanza_get_children(err);
+	xmpp_stanza_t *cond = stanza_first_tag(err);
 
-	while (cond != NULL && !xmpp_stanza_is_tag(cond))
-		cond = xmpp_stanza_get_next(cond);
 	log_info("pipe %llu: peer refused the stream condition=%s",
 	    (unsigned long long)p->id,
 	    cond ? xmpp_stanza_get_name(cond) : "none");

@@ -155,18 +155,6 @@ iq_ping(struct service *s, xmpp_stanza_t *iq, xmpp_stanza_t *q)
 	send_reply(s, result_with(iq, NULL, NULL));
 }
 
-static xmpp_stanza_t *
-first_tag(xmpp_stanza_t *st)
-{
-	xmpp_stanza_t *c;
-
-	for (c = xmpp_stanza_get_children(st); c != NULL;
-	     c = xmpp_stanza_get_next(c))
-		if (xmpp_stanza_is_tag(c))
-			return c;
-	return NULL;
-}
-
 static void
 handle_iq(struct service *s, xmpp_stanza_t *iq, int to_gateway)
 {
@@ -182,7 +170,7 @@ handle_iq(struct service *s, xmpp_stanza_t *iq, int to_gateway)
 		send_error(s, iq, "modify", "bad-request", "iq without id");
 		return;
 	}
-	payload = first_tag(iq);
+	payload = stanza_first_tag(iq);
 	ns = payload ? xmpp_stanza_get_ns(payload) : NULL;
 	if (to_gateway && ns != NULL) {
 		for (i = 0; i < NHANDLERS; i++) {

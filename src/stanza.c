@@ -3,6 +3,32 @@
 #include <string.h>
 
 #include "stanza.h"
+#include "xmalloc.h"
+
+xmpp_stanza_t *
+stanza_first_tag(xmpp_stanza_t *parent)
+{
+	xmpp_stanza_t *c;
+
+	for (c = xmpp_stanza_get_children(parent); c != NULL;
+	     c = xmpp_stanza_get_next(c))
+		if (xmpp_stanza_is_tag(c))
+			return c;
+	return NULL;
+}
+
+char *
+stanza_child_text(xmpp_stanza_t *parent, const char *name, const char *ns)
+{
+	xmpp_stanza_t *c = stanza_child(parent, name, ns);
+	char *t, *copy;
+
+	if (c == NULL || (t = xmpp_stanza_get_text(c)) == NULL)
+		return NULL;
+	copy = xstrdup(t);
+	xmpp_free(xmpp_stanza_get_context(parent), t);
+	return copy;
+}
 
 xmpp_stanza_t *
 stanza_child(xmpp_stanza_t *parent, const char *name, const char *ns)

@@ -6,6 +6,11 @@
 
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
+/* The first child that is an element, or NULL. */
+xmpp_stanza_t *stanza_first_tag(xmpp_stanza_t *parent);
+/* A copy (free it) of the text of the child name (ns may be NULL), or NULL. */
+char *
+stanza_child_text(xmpp_stanza_t *parent, const char *name, const char *ns);
 /* The first child with this name and namespace, or NULL. */
 xmpp_stanza_t *
 stanza_child(xmpp_stanza_t *parent, const char *name, const char *ns);

@@ -299,19 +299,6 @@ rank_of(xmpp_stanza_t *pres)
 	return rank;
 }
 
-static char *
-child_text_dup(xmpp_stanza_t *st, const char *name)
-{
-	xmpp_stanza_t *c = stanza_child(st, name, NULL);
-	char *t, *copy;
-
-	if (c == NULL || (t = xmpp_stanza_get_text(c)) == NULL)
-		return NULL;
-	copy = xstrdup(t);
-	xmpp_free(xmpp_stanza_get_context(st), t);
-	return copy;
-}
-
 static void
 resource_drop(struct user *u, const char *full)
 {
@@ -344,11 +331,11 @@ resource_set(struct user *u, const char *full, xmpp_stanza_t *pres)
 		u->resources = r;
 	}
 	r->rank = rank_of(pres);
-	prio = child_text_dup(pres, "priority");
+	prio = stanza_child_text(pres, "priority", NULL);
 	r->priority = prio ? atoi(prio) : 0;
 	free(prio);
 	free(r->status);
-	r->status = child_text_dup(pres, "status");
+	r->status = stanza_child_text(pres, "status", NULL);
 }
 
 /* The aggregate: the most available resource, then the highest priority. */
