@@ -717,7 +717,12 @@ class RefPeer:
                         elif key.data == "listen":
                             self._accept()
                         else:
-                            self._readable(key.data)
+                            try:
+                                self._readable(key.data)
+                            except (BrokenPipeError,
+                                    ConnectionResetError) as e:
+                                # As a real peer: the other side is gone.
+                                self._drop(key.data, "write failed: %s" % e)
                 with self.cond:
                     tasks, self._tasks = self._tasks, []
                     for fn, args in tasks:

@@ -483,7 +483,7 @@ class User:
     def take(self, match, timeout=5.0, since=0, what=None):
         """The first received stanza (not taken before) from index since
         for which match is true."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         with self.cl.cond:
             while True:
                 el = self._find(match, since)
@@ -798,6 +798,9 @@ def ref_bodies(peer, buddy=None):
 
 
 # --- one server, its gateways, users and peers -----------------------------
+
+# Under valgrind the gateway runs several times slower: so do our waits.
+SLOW = 3.0 if "valgrind" in os.environ.get("TEST_WRAPPER", "") else 1.0
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw",
              "mallory": "mallory-pw", "dora": "dora-pw"}
