@@ -1135,14 +1135,15 @@ barev_send(struct barev *b, const struct barev_jid *local,
 }
 
 int
-barev_send_confirmed(struct barev *b, const struct barev_jid *local,
-    const struct barev_jid *remote, xmpp_stanza_t *stanza, uint64_t token)
+barev_send_chat(struct barev *b, const struct barev_jid *local,
+    const struct barev_jid *remote, const char *inner, size_t len,
+    uint64_t token)
 {
 	struct conn *c = active_conn(b, local, remote);
 
 	if (c == NULL)
 		return -1;
-	pipe_send_confirmed(c->pipe, stanza, token);
+	pipe_send_chat(c->pipe, inner, len, token);
 	return 0;
 }
 

@@ -48,7 +48,7 @@ struct barev_cb {
 	 */
 	int (*stanza)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote, xmpp_stanza_t *stanza);
-	/* The outcome of barev_send_confirmed(token), reported exactly once. */
+	/* The outcome of barev_send_chat(token), reported exactly once. */
 	void (*confirmed)(void *arg, uint64_t token, enum pipe_confirm how);
 };
 
@@ -77,12 +77,14 @@ void barev_unwant(struct barev *b, const struct barev_jid *local,
 int barev_send(struct barev *b, const struct barev_jid *local,
     const struct barev_jid *remote, xmpp_stanza_t *stanza);
 /*
- * The same, followed by a ping whose answer proves the peer processed the
- * stanza; confirmed() reports the outcome. -1 (and no report) if the pair
- * is not up.
+ * A chat message whose children are serialized in inner (len bytes),
+ * followed by a ping whose answer proves the peer processed it;
+ * confirmed() reports the outcome. -1 (and no report) if the pair is not
+ * up.
  */
-int barev_send_confirmed(struct barev *b, const struct barev_jid *local,
-    const struct barev_jid *remote, xmpp_stanza_t *stanza, uint64_t token);
+int barev_send_chat(struct barev *b, const struct barev_jid *local,
+    const struct barev_jid *remote, const char *inner, size_t len,
+    uint64_t token);
 int barev_is_up(struct barev *b, const struct barev_jid *local,
     const struct barev_jid *remote);
 

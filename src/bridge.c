@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bridge.h"
+#include "chatmsg.h"
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
@@ -73,6 +74,19 @@ struct receipt {
 	struct receipt *next;
 };
 
+/* A (user, contact) with messages stored this pass, to send after the commit. */
+struct due {
+	char *user_jid;
+	struct barev_jid who;
+	struct due *next;
+};
+
+/* A message stored in the pass's transaction: its sender hears if the commit fails. */
+struct added {
+	xmpp_stanza_t *st;
+	struct added *next;
+};
+
 /* A (user, contact) whose typing notification is being repeated. */
 struct typing {
 	char *user_jid;
@@ -89,20 +103,31 @@ struct bridge {
 	struct bridge_net net;
 	char *domain;
 	struct users *users;
-	struct inflight *inflight;
+	struct inflight
+	    *inflight; /* oldest first: confirmations come in order */
+	struct inflight **inflight_tail;
 	struct stranger *strangers;
 	struct typing *typing;
 	struct event *ev_typing;
 	struct event *ev_expire;
-	/* Deletions of confirmed messages, committed once per loop pass. */
+	/*
+	 * One transaction per loop pass holds the pass's new messages and the
+	 * deletions of confirmed ones; after its commit come the receipts and
+	 * the writes to the pipes.
+	 */
 	int txn_open;
 	struct event *ev_commit;
 	struct receipt *receipts;
 	struct receipt **receipts_tail;
+	struct due *due;
+	struct added *added;
 	unsigned long serial;
 };
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
+static void flush_later(
+    struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st);
+static void batch_open(struct bridge *b);
 static void batch_commit(struct bridge *b);
 
 static int
@@ -473,31 +498,6 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 
 /* --- messages towards Barev ----------------------------------------- */
 
-/* Drops what breaks the reference client's parser (one bad byte deafens its pipe). */
-static char *
-sanitize(const char *in)
-{
-	size_t i, o = 0, len = strlen(in);
-	char *out = xmalloc(len + 1);
-	const unsigned char *s = (const unsigned char *)in;
-
-	for (i = 0; i < len; i++) {
-		if (s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
-			continue;
-		if (s[i] == 0x7f)
-			continue;
-		/* U+FFFE and U+FFFF are not XML characters. */
-		if (s[i] == 0xef && i + 2 < len && s[i + 1] == 0xbf &&
-		    (s[i + 2] == 0xbe || s[i + 2] == 0xbf)) {
-			i += 2;
-			continue;
-		}
-		out[o++] = (char)s[i];
-	}
-	out[o] = '\0';
-	return out;
-}
-
 static char *
 text_of(xmpp_stanza_t *st, const char *name, const char *ns)
 {
@@ -505,71 +505,24 @@ text_of(xmpp_stanza_t *st, const char *name, const char *ns)
 
 	if (t == NULL)
 		return NULL;
-	clean = sanitize(t);
+	clean = chatmsg_clean(t);
 	free(t);
 	return clean;
 }
 
-/*
- * The reference client renders the body as HTML; an XHTML-IM part with
- * the text escaped makes <, > and & show as typed. Lines become <br/>.
- */
+/* The user's own XHTML-IM part, serialized and clean, or NULL (made from the text when sent). */
 static char *
-xhtml_of_text(struct bridge *b, const char *text)
-{
-	xmpp_stanza_t *html = xmpp_stanza_new(b->ctx), *body;
-	const char *p = text, *nl;
-	char *line, *out = NULL;
-	size_t len;
-
-	xmpp_stanza_set_name(html, "html");
-	xmpp_stanza_set_ns(html, NS_XHTML_IM);
-	body = stanza_add_child(html, "body", NS_XHTML);
-	for (;;) {
-		nl = strchr(p, '\n');
-		line = xstrndup(p, nl ? (size_t)(nl - p) : strlen(p));
-		if (*line != '\0')
-			stanza_add_text(body, line);
-		free(line);
-		if (nl == NULL)
-			break;
-		stanza_add_child(body, "br", NULL);
-		p = nl + 1;
-	}
-	if (xmpp_stanza_to_text(html, &out, &len) != XMPP_EOK)
-		out = NULL;
-	xmpp_stanza_release(html);
-	return out; /* xmpp_free() it */
-}
-
-static char *
-xhtml_of_message(struct bridge *b, xmpp_stanza_t *msg, const char *body)
+xhtml_of_message(struct bridge *b, xmpp_stanza_t *msg)
 {
 	xmpp_stanza_t *html = stanza_child(msg, "html", NS_XHTML_IM);
 	char *buf, *clean;
 	size_t len;
 
 	if (html == NULL || xmpp_stanza_to_text(html, &buf, &len) != XMPP_EOK)
-		buf = xhtml_of_text(b, body);
-	if (buf == NULL)
 		return NULL;
-	clean = sanitize(buf);
+	clean = chatmsg_clean(buf);
 	xmpp_free(b->ctx, buf);
 	return clean;
-}
-
-static xmpp_stanza_t *
-barev_message(struct bridge *b, const char *body, const char *xhtml)
-{
-	xmpp_stanza_t *m = xmpp_stanza_new(b->ctx), *html;
-
-	xmpp_stanza_set_name(m, "message");
-	xmpp_stanza_set_type(m, "chat");
-	stanza_add_text_child(m, "body", body);
-	if (xhtml != NULL &&
-	    (html = xmpp_stanza_new_from_string(b->ctx, xhtml)) != NULL)
-		xmpp_stanza_add_child_ex(m, html, 0);
-	return m;
 }
 
 /* A body-less typing notification: with a body the reference client drops the text. */
@@ -689,7 +642,7 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		return;
 	}
 	c->composing = 0;
-	xhtml = xhtml_of_message(b, st, body);
+	xhtml = xhtml_of_message(b, st);
 	memset(&m, 0, sizeof(m));
 	m.dir = STORE_TO_BAREV;
 	m.user_jid = u->jid;
@@ -703,54 +656,92 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	m.created = now;
 	m.expires = now + (int64_t)b->conf->message_lifetime;
 	/* Stored before anything else happens to it: nothing is lost. */
+	batch_open(b);
 	if (store_msg_add(b->st, &m) == -1)
 		error_reply(b, st, "wait", "internal-server-error",
 		    "The gateway could not store this message; it was not "
 		    "sent.");
 	else
-		flush_queue(b, u, c);
+		flush_later(b, u, c, st);
 	free(body);
 	free(xhtml);
+}
+
+/* The message st is in the pass's transaction: it goes out after the commit. */
+static void
+flush_later(
+    struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
+{
+	struct added *a;
+	struct due *d;
+
+	if (b->txn_open) {
+		a = xmalloc(sizeof(*a));
+		a->st = xmpp_stanza_clone(st);
+		a->next = b->added;
+		b->added = a;
+	}
+	if (c->flush_due)
+		return;
+	c->flush_due = 1;
+	d = xmalloc(sizeof(*d));
+	d->user_jid = xstrdup(u->jid);
+	d->who = c->who;
+	d->next = b->due;
+	b->due = d;
+	if (!b->txn_open)
+		batch_commit(b);
 }
 
 struct flush {
 	struct bridge *b;
 	struct user *u;
 	struct contact *c;
-	int stop;
 };
+
+static void
+inflight_free(struct inflight *in)
+{
+	free(in->sender);
+	free(in->stanza_id);
+	free(in->user_jid);
+	free(in);
+}
 
 static int
 flush_one(void *arg, const struct store_msg *m)
 {
 	struct flush *f = arg;
 	struct bridge *b = f->b;
-	struct inflight *in;
-	xmpp_stanza_t *st;
+	struct inflight *in, **ip;
+	char *inner;
+	size_t len;
 	int rc;
 
 	in = xcalloc(1, sizeof(*in));
 	in->id = m->id;
-	in->sender = xstrdup(m->sender);
-	in->stanza_id = m->stanza_id ? xstrdup(m->stanza_id) : NULL;
+	in->receipt = m->receipt;
+	if (m->receipt) {
+		in->sender = xstrdup(m->sender);
+		in->stanza_id = xstrdup(m->stanza_id);
+	}
 	in->user_jid = xstrdup(m->user_jid);
 	in->to = m->to;
-	in->receipt = m->receipt;
-	in->next = b->inflight;
-	b->inflight = in;
-	/* Raised first: a pipe dying in the write reports it lost at once. */
+	*b->inflight_tail = in;
+	ip = b->inflight_tail;
+	b->inflight_tail = &in->next;
+	/* Raised first: a report that it was lost lowers it again. */
 	f->c->sent_upto = m->id;
-	st = barev_message(b, m->body, m->xhtml);
-	rc = b->net.send_confirmed(
-	    b->net.barev_arg, &f->u->id, &f->c->who, st, (uint64_t)m->id);
-	xmpp_stanza_release(st);
+	inner = chatmsg_inner(m->body, m->xhtml, &len);
+	rc = b->net.send_chat(b->net.barev_arg, &f->u->id, &f->c->who, inner,
+	    len, (uint64_t)m->id);
+	free(inner);
 	if (rc == -1) {
+		/* No report comes for it: it was the last one queued. */
 		f->c->sent_upto = m->id - 1;
-		b->inflight = in->next;
-		free(in->sender);
-		free(in->stanza_id);
-		free(in->user_jid);
-		free(in);
+		*ip = NULL;
+		b->inflight_tail = ip;
+		inflight_free(in);
 		return 1;
 	}
 	return 0;
@@ -760,7 +751,7 @@ flush_one(void *arg, const struct store_msg *m)
 static void
 flush_queue(struct bridge *b, struct user *u, struct contact *c)
 {
-	struct flush f = { b, u, c, 0 };
+	struct flush f = { b, u, c };
 
 	/* What goes on the wire must be committed first. */
 	batch_commit(b);
@@ -775,23 +766,37 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 }
 
 /*
- * Commits the pass's deletions, then sends their receipts: a receipt only
- * once the message can no longer be sent again.
+ * Commits the pass's transaction. Then its receipts go (a receipt only
+ * once the message can no longer be sent again) and its new messages are
+ * written to their pipes; if the commit failed, their senders hear so.
  */
 static void
 batch_commit(struct bridge *b)
 {
 	struct receipt *r;
+	struct added *a;
+	struct due *d;
+	struct user *u;
+	struct contact *c;
 	xmpp_stanza_t *m, *rec;
 	int committed = 1;
 
 	if (b->txn_open) {
 		b->txn_open = 0;
 		if (store_commit(b->st) == -1) {
-			/* The rows stay: sent again later, so no receipts. */
+			/* Deleted rows stay: sent again later, so no receipts. */
 			store_rollback(b->st);
 			committed = 0;
 		}
+	}
+	while ((a = b->added) != NULL) {
+		b->added = a->next;
+		if (!committed)
+			error_reply(b, a->st, "wait", "internal-server-error",
+			    "The gateway could not store this message; it was "
+			    "not sent.");
+		xmpp_stanza_release(a->st);
+		free(a);
 	}
 	while ((r = b->receipts) != NULL) {
 		b->receipts = r->next;
@@ -807,6 +812,18 @@ batch_commit(struct bridge *b)
 		free(r);
 	}
 	b->receipts_tail = &b->receipts;
+	while ((d = b->due) != NULL) {
+		b->due = d->next;
+		u = users_get(b->users, d->user_jid);
+		c = u != NULL ? user_contact(u, &d->who) : NULL;
+		if (c != NULL) {
+			c->flush_due = 0;
+			if (committed)
+				flush_queue(b, u, c);
+		}
+		free(d->user_jid);
+		free(d);
+	}
 }
 
 static void
@@ -815,7 +832,7 @@ on_commit(evutil_socket_t fd, short what, void *arg)
 	batch_commit(arg);
 }
 
-/* Acks arrive in bursts: one transaction for all of a loop pass's. */
+/* Messages and acks arrive in bursts: one transaction for a loop pass's. */
 static void
 batch_open(struct bridge *b)
 {
@@ -840,6 +857,8 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	if (in == NULL)
 		return;
 	*ip = in->next;
+	if (b->inflight_tail == &in->next)
+		b->inflight_tail = ip;
 	if (how == PIPE_LOST) {
 		/* Sent again on the next pipe: at least once. */
 		if ((u = users_get(b->users, in->user_jid)) != NULL &&
@@ -861,10 +880,7 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 		if (!b->txn_open)
 			batch_commit(b);
 	}
-	free(in->sender);
-	free(in->stanza_id);
-	free(in->user_jid);
-	free(in);
+	inflight_free(in);
 }
 
 /* An error to the sender of a message that will never be delivered. */
@@ -2018,6 +2034,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->ev_expire = evtimer_new(base, on_expire, b);
 	b->ev_commit = event_new(base, -1, 0, on_commit, b);
 	b->receipts_tail = &b->receipts;
+	b->inflight_tail = &b->inflight;
 	if (store_users_each(st, load_user, &l) != 0 ||
 	    store_pending_each(st, load_pending, b) != 0 ||
 	    (requeued = store_msg_requeue_unconfirmed(st)) == -1) {
@@ -2045,16 +2062,20 @@ bridge_free(struct bridge *b)
 	struct inflight *in;
 	struct stranger *s;
 	struct typing *t;
+	struct due *d;
 
 	if (b == NULL)
 		return;
+	/* Committed, not sent: the pipes are gone; the next start sends them. */
+	while ((d = b->due) != NULL) {
+		b->due = d->next;
+		free(d->user_jid);
+		free(d);
+	}
 	batch_commit(b);
 	while ((in = b->inflight) != NULL) {
 		b->inflight = in->next;
-		free(in->sender);
-		free(in->stanza_id);
-		free(in->user_jid);
-		free(in);
+		inflight_free(in);
 	}
 	while ((s = b->strangers) != NULL) {
 		b->strangers = s->next;

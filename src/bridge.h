@@ -21,8 +21,8 @@ struct bridge_net {
 	    const struct barev_jid *remote);
 	int (*send)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote, xmpp_stanza_t *stanza);
-	int (*send_confirmed)(void *arg, const struct barev_jid *local,
-	    const struct barev_jid *remote, xmpp_stanza_t *stanza,
+	int (*send_chat)(void *arg, const struct barev_jid *local,
+	    const struct barev_jid *remote, const char *inner, size_t len,
 	    uint64_t token);
 	int (*is_up)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote);

@@ -121,12 +121,12 @@ net_send(void *arg, const struct barev_jid *l, const struct barev_jid *r,
 }
 
 static int
-net_send_confirmed(void *arg, const struct barev_jid *l,
-    const struct barev_jid *r, xmpp_stanza_t *st, uint64_t token)
+net_send_chat(void *arg, const struct barev_jid *l, const struct barev_jid *r,
+    const char *inner, size_t len, uint64_t token)
 {
 	struct gateway *gw = arg;
 
-	return barev_send_confirmed(gw->barev, l, r, st, token);
+	return barev_send_chat(gw->barev, l, r, inner, len, token);
 }
 
 static int
@@ -280,7 +280,7 @@ run(struct gateway *gw)
 	net.want = net_want;
 	net.unwant = net_unwant;
 	net.send = net_send;
-	net.send_confirmed = net_send_confirmed;
+	net.send_chat = net_send_chat;
 	net.is_up = net_is_up;
 	net.barev_arg = gw;
 	if ((gw->store = store_open(gw->conf->storage_path, &cause)) == NULL ||

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,6 +76,10 @@ struct pipe {
 	struct confirm *confirms; /* in sending order */
 	size_t nconfirms;
 	size_t capconfirms;
+	/* Chat messages queued in this loop pass get one ping, at its end. */
+	struct event *ev_flush;
+	int ack_owed;
+	uint64_t ack_token;
 };
 
 struct confirm {
@@ -83,6 +88,7 @@ struct confirm {
 };
 
 static void pipe_dead(struct pipe *p, const char *reason);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
 
 static void
 set_state(struct pipe *p, enum pipe_state next)
@@ -93,6 +99,48 @@ set_state(struct pipe *p, enum pipe_state next)
 	    (unsigned long long)p->id, state_names[p->state], state_names[next],
 	    p->peer_text);
 	p->state = next;
+}
+
+/* evbuffer_write, but without SIGPIPE whatever the process does with it. */
+static int
+out_write(struct pipe *p)
+{
+	struct evbuffer_iovec v[16];
+	struct iovec iov[16];
+	struct msghdr mh;
+	ssize_t w;
+	int i, n;
+
+	n = evbuffer_peek(p->out, -1, NULL, v, 16);
+	if (n > 16)
+		n = 16;
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)n;
+	if ((w = sendmsg(p->fd, &mh, MSG_NOSIGNAL)) < 0)
+		return -1;
+	evbuffer_drain(p->out, (size_t)w);
+	return 0;
+}
+
+/* What the socket did not take waits for it, within max_output. */
+static void
+queue_rest(struct pipe *p)
+{
+	if (evbuffer_get_length(p->out) == 0)
+		return;
+	if (evbuffer_get_length(p->out) > p->params->max_output) {
+		log_info("pipe %llu: peer is not reading; output exceeds %zu "
+			 "bytes",
+		    (unsigned long long)p->id, p->params->max_output);
+		pipe_dead(p, "slow-reader");
+		return;
+	}
+	event_add(p->ev_write, NULL);
 }
 
 /* Writes now when nothing is queued, so each stanza tends to get its own segment. */
@@ -121,14 +169,7 @@ write_bytes(struct pipe *p, const char *data, size_t len)
 	if ((size_t)n == len)
 		return;
 	evbuffer_add(p->out, data + n, len - (size_t)n);
-	if (evbuffer_get_length(p->out) > p->params->max_output) {
-		log_info("pipe %llu: peer is not reading; output exceeds %zu "
-			 "bytes",
-		    (unsigned long long)p->id, p->params->max_output);
-		pipe_dead(p, "slow-reader");
-		return;
-	}
-	event_add(p->ev_write, NULL);
+	queue_rest(p);
 }
 
 static void
@@ -265,15 +306,22 @@ send_ping(struct pipe *p)
 static void
 settle_confirms(struct pipe *p, size_t n, enum pipe_confirm how)
 {
-	struct confirm done;
+	struct confirm *done;
+	size_t i;
 
-	while (n-- > 0 && p->nconfirms > 0) {
-		done = p->confirms[0];
-		memmove(p->confirms, p->confirms + 1,
-		    (p->nconfirms - 1) * sizeof(*p->confirms));
-		p->nconfirms--;
-		p->cb->confirmed(p->cb_arg, p, done.token, how);
-	}
+	if (n > p->nconfirms)
+		n = p->nconfirms;
+	if (n == 0)
+		return;
+	/* Taken out first: a report may lead the owner to send more. */
+	done = xmalloc(n * sizeof(*done));
+	memcpy(done, p->confirms, n * sizeof(*done));
+	memmove(p->confirms, p->confirms + n,
+	    (p->nconfirms - n) * sizeof(*p->confirms));
+	p->nconfirms -= n;
+	for (i = 0; i < n; i++)
+		p->cb->confirmed(p->cb_arg, p, done[i].token, how);
+	free(done);
 }
 
 /* An answer to our "ack-" ping: it and everything sent before it arrived. */
@@ -566,8 +614,7 @@ on_write(evutil_socket_t fd, short what, void *arg)
 		connected(p);
 		return;
 	}
-	if (evbuffer_write(p->out, fd) < 0 && errno != EAGAIN &&
-	    errno != EINTR) {
+	if (out_write(p) < 0 && errno != EAGAIN && errno != EINTR) {
 		pipe_dead(p,
 		    p->state == PIPE_CLOSING ? p->close_reason : "write-error");
 		return;
@@ -602,6 +649,7 @@ pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
 	p->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, on_read, p);
 	p->ev_write = event_new(base, fd, EV_WRITE, on_write, p);
 	p->ev_timer = evtimer_new(base, on_timer, p);
+	p->ev_flush = event_new(base, -1, 0, on_flush, p);
 	p->xs = xstream_new(ctx, &params->limits, &xs_callbacks, p);
 	if (dir == PIPE_OUTBOUND) {
 		p->state = PIPE_CONNECTING;
@@ -628,6 +676,7 @@ pipe_free(struct pipe *p)
 	event_free(p->ev_read);
 	event_free(p->ev_write);
 	event_free(p->ev_timer);
+	event_free(p->ev_flush);
 	evbuffer_free(p->out);
 	xstream_free(p->xs);
 	if (p->presence != NULL)
@@ -663,15 +712,13 @@ pipe_send(struct pipe *p, xmpp_stanza_t *st)
 }
 
 void
-pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
+pipe_send_chat(struct pipe *p, const char *inner, size_t len, uint64_t token)
 {
-	char buf[512];
-
 	if (p->state != PIPE_OPEN) {
 		p->cb->confirmed(p->cb_arg, p, token, PIPE_LOST);
 		return;
 	}
-	/* Recorded first: if the pipe dies while writing, it is reported lost. */
+	/* Recorded first: if the pipe dies before the write, it is reported lost. */
 	if (p->nconfirms == p->capconfirms) {
 		p->capconfirms = p->capconfirms ? p->capconfirms * 2 : 8;
 		p->confirms = xrealloc(
@@ -680,14 +727,42 @@ pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *st, uint64_t token)
 	p->confirms[p->nconfirms].token = token;
 	p->confirms[p->nconfirms].sent_at = clock_now();
 	p->nconfirms++;
-	pipe_send(p, st);
-	snprintf(buf, sizeof(buf),
+	p->wrote_any = 1;
+	evbuffer_add_printf(p->out,
+	    "<message type=\"chat\" from=\"%s\" to=\"%s\">", p->local_text,
+	    p->remote_text);
+	evbuffer_add(p->out, inner, len);
+	evbuffer_add(p->out, "</message>", 10);
+	p->ack_token = token;
+	if (!p->ack_owed) {
+		p->ack_owed = 1;
+		event_active(p->ev_flush, EV_TIMEOUT, 0);
+	}
+	if (p->nconfirms == 1 && !p->ping_pending)
+		timer_after(p->ev_timer, p->params->ping_timeout);
+}
+
+/*
+ * The end of the loop pass: one ping after the pass's chat messages, whose
+ * answer confirms them all (TCP keeps order), and one write for the lot.
+ */
+static void
+on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct pipe *p = arg;
+
+	if (!p->ack_owed || p->state != PIPE_OPEN)
+		return;
+	p->ack_owed = 0;
+	evbuffer_add_printf(p->out,
 	    "<iq type=\"get\" id=\"ack-%llu\" from=\"%s\" to=\"%s\">"
 	    "<ping xmlns=\"" NS_PING "\"/></iq>",
-	    (unsigned long long)token, p->local_text, p->remote_text);
-	write_str(p, buf);
-	if (p->state == PIPE_OPEN && p->nconfirms == 1 && !p->ping_pending)
-		timer_after(p->ev_timer, p->params->ping_timeout);
+	    (unsigned long long)p->ack_token, p->local_text, p->remote_text);
+	if (out_write(p) < 0 && errno != EAGAIN && errno != EINTR) {
+		pipe_dead(p, errno == ECONNRESET ? "reset" : "write-error");
+		return;
+	}
+	queue_rest(p);
 }
 
 static void
@@ -699,6 +774,7 @@ pipe_dead(struct pipe *p, const char *reason)
 	event_del(p->ev_read);
 	event_del(p->ev_write);
 	evtimer_del(p->ev_timer);
+	event_del(p->ev_flush);
 	xstream_stop(p->xs);
 	close(p->fd);
 	p->fd = -1;

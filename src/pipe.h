@@ -3,6 +3,7 @@
 #define BG_PIPE_H
 
 #include <event2/event.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <strophe.h>
 
@@ -36,7 +37,7 @@ struct pipe_params {
 
 struct pipe;
 
-/* What became of a stanza sent with pipe_send_confirmed(). */
+/* What became of a message sent with pipe_send_chat(). */
 enum pipe_confirm {
 	PIPE_CONFIRMED, /* the peer answered the ping that followed it */
 	PIPE_ASSUMED, /* no answer within ping_timeout, pipe still open */
@@ -79,11 +80,14 @@ void pipe_set_identity(struct pipe *p, const struct barev_jid *local,
  */
 void pipe_send(struct pipe *p, xmpp_stanza_t *stanza);
 /*
- * Sends a stanza, then a ping: since TCP keeps order, the pong proves the
- * peer processed the stanza. The owner learns the outcome through
- * confirmed() with token, exactly once.
+ * Sends a chat message whose children are already serialized (inner,
+ * len bytes), then, at the end of the loop pass, a ping: since TCP keeps
+ * order, the pong proves the peer processed every message before it.
+ * The owner learns each message's outcome through confirmed() with its
+ * token, exactly once.
  */
-void pipe_send_confirmed(struct pipe *p, xmpp_stanza_t *stanza, uint64_t token);
+void
+pipe_send_chat(struct pipe *p, const char *inner, size_t len, uint64_t token);
 /*
  * Graceful and idempotent: an optional stream error, unavailable presence
  * on an open pipe, the stream end, then the socket is closed once the peer

@@ -8,7 +8,9 @@
  *	want LOCAL REMOTE PORT		barev_want
  *	unwant LOCAL REMOTE		barev_unwant
  *	send LOCAL REMOTE XML...	barev_send one stanza -> "sent" or "error not-up"
- *	sendc LOCAL REMOTE TOKEN XML...	barev_send_confirmed, the same answers
+ *	sendc LOCAL REMOTE TOKEN INNER...
+ *					barev_send_chat: a chat message with
+ *					these children, the same answers
  *	count				-> "pipes N"
  *	shutdown			barev_shutdown -> "stopped", exit 0
  * Events on stdout, one a line: ready, fatal CAUSE, up LOCAL REMOTE,
@@ -312,14 +314,14 @@ cmd_unwant(struct driver *d, char *args)
 	barev_unwant(d->barev, &j[0], &j[1]);
 }
 
-/* send and sendc: the stanza is the rest of the line. */
+/* send and sendc: the stanza, or the chat message's children, is the rest of the line. */
 static void
 send_common(struct driver *d, char *args, int confirmed)
 {
 	struct barev_jid j[2];
 	xmpp_stanza_t *stanza;
 	unsigned long long token = 0;
-	char *w, *end;
+	char *w, *end, *xml = NULL;
 	int rc;
 
 	if (parse_jids(d, &args, j, 2) == -1)
@@ -338,14 +340,17 @@ send_common(struct driver *d, char *args, int confirmed)
 	}
 	while (*args == ' ')
 		args++;
-	stanza = xmpp_stanza_new_from_string(d->ctx, args);
+	if (confirmed)
+		xasprintf(&xml, "<message>%s</message>", args);
+	stanza = xmpp_stanza_new_from_string(d->ctx, xml ? xml : args);
+	free(xml);
 	if (stanza == NULL) {
 		emit("error bad XML");
 		return;
 	}
 	if (confirmed)
-		rc = barev_send_confirmed(
-		    d->barev, &j[0], &j[1], stanza, token);
+		rc = barev_send_chat(
+		    d->barev, &j[0], &j[1], args, strlen(args), token);
 	else
 		rc = barev_send(d->barev, &j[0], &j[1], stanza);
 	emit("%s", rc == -1 ? "error not-up" : "sent");

@@ -1065,6 +1065,19 @@ class Driver:
             self.cmd("sendc %s %s %d %s" % (local, remote, token, xml))
         return self._response(timeout)
 
+    def sendc_many(self, local, remote, items, timeout=5.0):
+        """`sendc` for each (token, inner) in one write, so that the driver
+        reads them in one loop pass; returns the answers."""
+        lines = "".join("sendc %s %s %d %s\n" % (local, remote, t, x)
+                        for t, x in items)
+        try:
+            self.proc.stdin.write(lines.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise AssertionError("%s: cannot send commands (%s); status %s"
+                                 % (self.name, e, self.proc.poll()))
+        return [self._response(timeout) for _ in items]
+
     def send_ok(self, local, remote, xml):
         r = self.send(local, remote, xml)
         if r != "sent":

@@ -570,24 +570,26 @@ def unknown_iq():
 
 
 def confirmed_sends():
-    """barev_send_confirmed: the stanza, then a ping; an answer confirms it,
+    """barev_send_chat: the message, then a ping; an answer confirms it,
     silence past ping_timeout (1 s) only assumes it, a dead pipe loses it;
-    a pair that is not up refuses at once."""
+    a pair that is not up refuses at once. Messages of one loop pass share
+    one ping, whose answer confirms them all."""
     with bn.Scope() as s:
         d = gateway(s, barev={"ping_timeout": 1.0})
         c = dial_in(s, d, BOB)
         start = d.mark()
         body = text("confirm-me")
-        r = d.send(ALICE, BOB, message(body), token=1)
+        r = d.send(ALICE, BOB, "<body>%s</body>" % body, token=1)
         assert r == "sent", "sendc 1 answered %r" % r
-        c.wait_for(lambda e: bn.is_message(e, body), 3, "the message")
+        msg = c.wait_for(lambda e: bn.is_message(e, body), 3, "the message")
+        assert msg.get("type") == "chat", "type: %s" % bn.show(msg)
         ping = c.wait_for(bn.ping_ns, 3, "the ping after the message")
         c.send(bn.pong(ping, BOB, ALICE))
         d.wait_line(r"^confirmed 1 confirmed$", 3, start)
 
         body = text("assume-me")
         t0 = time.monotonic()
-        r = d.send(ALICE, BOB, message(body), token=2)
+        r = d.send(ALICE, BOB, "<body>%s</body>" % body, token=2)
         assert r == "sent", "sendc 2 answered %r" % r
         c.wait_for(bn.ping_ns, 3, "the ping after the message")
         f = d.wait_line(r"^confirmed 2 (\S+)$", 5, start)
@@ -595,20 +597,45 @@ def confirmed_sends():
         assert f.time - t0 >= 0.7, "assumed after %.2fs, before " \
             "ping_timeout" % (f.time - t0)
 
+        # One pass, three messages, one ping after the last.
+        n0 = len(c.items)
+        bodies = [text("batch") for _ in range(3)]
+        r = d.sendc_many(ALICE, BOB, [(10 + i, "<body>%s</body>" % b)
+                                      for i, b in enumerate(bodies)])
+        assert r == ["sent"] * 3, "sendc 10-12 answered %r" % r
+        def batch_ping():
+            for e in c.items[n0:]:
+                if bn.ping_ns(e) and e.get("id", "").startswith("ack-"):
+                    return e
+            return None
+        ping = c.wait(batch_ping, 3, "the ping after the batch")
+        got = [e.find(bn.q(bn.NS_CLIENT, "body")).text
+               for e in c.items[n0:] if bn.is_message(e)]
+        assert got == bodies, "messages before the ping: %r" % got
+        time.sleep(0.3)
+        pings = [e for e in c.items[n0:] if bn.ping_ns(e)]
+        assert len(pings) == 1, "%d pings for one pass: %s" \
+            % (len(pings), [bn.show(e) for e in pings])
+        c.send(bn.pong(ping, BOB, ALICE))
+        for tok in (10, 11, 12):
+            d.wait_line(r"^confirmed %d confirmed$" % tok, 3, start)
+
         body = text("lose-me")
-        r = d.send(ALICE, BOB, message(body), token=3)
+        r = d.send(ALICE, BOB, "<body>%s</body>" % body, token=3)
         assert r == "sent", "sendc 3 answered %r" % r
         c.wait_for(bn.ping_ns, 3, "the ping after the message")
         c.close()
         f = d.wait_line(r"^confirmed 3 (\S+)$", 5, start)
         assert f.group(1) == "lost", "token 3: %s" % f.group(1)
 
-        r = d.send(ALICE, CAROL, message("nobody"), token=4)
+        r = d.send(ALICE, CAROL, "<body>nobody</body>", token=4)
         assert r == "error not-up", "sendc 4 answered %r" % r
+        r = d.send(ALICE, BOB, "<body>unclosed", token=5)
+        assert r == "error bad XML", "sendc 5 answered %r" % r
         time.sleep(0.5)
-        for tok in ("1", "2", "3", "4"):
+        for tok in ("1", "2", "3", "4", "5", "10", "11", "12"):
             n = len(d.find_lines(r"^confirmed %s " % tok, start))
-            assert n == (0 if tok == "4" else 1), \
+            assert n == (0 if tok in ("4", "5") else 1), \
                 "token %s reported %d times:\n%s" \
                 % (tok, n, d.transcript(start))
 
