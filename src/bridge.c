@@ -624,6 +624,7 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	c = user_contact(u, who);
 	if (c == NULL) {
 		/* Writing to an address is enough to make it a contact. */
+		batch_commit(b);
 		c = user_contact_add(u, who, 0);
 		contact_save(b, u, c);
 	}
@@ -632,6 +633,9 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		free(body);
 		if (state == NULL)
 			return;
+		/* Not before a message the user sent earlier. */
+		if (c->flush_due)
+			batch_commit(b);
 		if (strcmp(state, "composing") == 0)
 			typing_start(b, u, c);
 		else if (c->composing) {
@@ -1666,18 +1670,23 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 {
 	const char *to = xmpp_stanza_get_to(st);
 	const char *from = xmpp_stanza_get_from(st);
+	const char *name = xmpp_stanza_get_name(st);
 	struct jid_parts parts;
 	const char *cause;
 	char *bare;
 	int rc;
 
-	/* Writes caused by XMPP stanzas never join a pending batch. */
-	batch_commit(b);
-	if (to == NULL || from == NULL || xmpp_stanza_get_name(st) == NULL ||
+	if (to == NULL || from == NULL || name == NULL ||
 	    jid_split(to, &parts, &cause) == -1 ||
 	    !jid_on_domain(&parts, b->domain) ||
 	    jid_bare(from, &bare, &cause) == -1)
 		return -1;
+	/*
+	 * Messages to contacts join the pass's transaction; any other write
+	 * commits on its own, so that a failed batch takes nothing else with it.
+	 */
+	if (parts.local == NULL || strcmp(name, "message") != 0)
+		batch_commit(b);
 	/* Servers fold localparts to lower case; so do we for the user's JID. */
 	for (char *p = bare; *p != '\0'; p++)
 		if (*p >= 'A' && *p <= 'Z')

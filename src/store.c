@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "jid.h"
 #include "log.h"
 #include "store.h"
@@ -28,6 +29,11 @@
  * with it anyway.
  */
 #define STORE_SYNCHRONOUS "NORMAL"
+/*
+ * Those fsync()s happen in a thread of their own (checkpoint.c), started
+ * at this WAL size (SQLite's own default) or after a quiet second.
+ */
+#define STORE_CHECKPOINT_FRAMES 1000
 /* Only another process (an admin's sqlite3, a backup) can hold a lock. */
 #define STORE_BUSY_MS 1000
 /* PRAGMA application_id: 0x42617276, "Barv", so a foreign database is not taken over. */
@@ -232,6 +238,7 @@ static const struct {
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S_COUNT];
+	struct checkpointer *ckpt;
 };
 
 /* Turns one result row into what a walk's caller is given. */
@@ -380,9 +387,9 @@ fail:
 	return rv;
 }
 
-/* Connection settings that do not persist in the file. 0 or -1 + cause. */
+/* Connection settings that do not persist in the file. 0 or -1 + cause; *wal if in WAL mode. */
 static int
-configure(sqlite3 *db, const char *path, char **cause)
+configure(sqlite3 *db, const char *path, int *wal, char **cause)
 {
 	char mode[32];
 
@@ -394,7 +401,8 @@ configure(sqlite3 *db, const char *path, char **cause)
 		return -1;
 	}
 	/* Some file systems cannot share memory; a rollback journal still works. */
-	if (strcmp(mode, "wal") != 0)
+	*wal = strcmp(mode, "wal") == 0;
+	if (!*wal)
 		log_warn("store: %s: journal_mode=%s, not wal", path, mode);
 	return 0;
 }
@@ -433,7 +441,7 @@ struct store *
 store_open(const char *path, char **cause)
 {
 	struct store *st = xcalloc(1, sizeof(*st));
-	int i, version;
+	int i, version, wal = 0;
 
 	*cause = NULL;
 	if (create_private(path, cause) == -1)
@@ -448,9 +456,13 @@ store_open(const char *path, char **cause)
 	sqlite3_extended_result_codes(st->db, 1);
 	sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
 	if (check_identity(st->db, path, &version, cause) == -1 ||
-	    configure(st->db, path, cause) == -1 ||
+	    configure(st->db, path, &wal, cause) == -1 ||
 	    migrate(st->db, path, version, cause) == -1 ||
 	    enable_foreign_keys(st->db, path, cause) == -1)
+		goto fail;
+	if (wal &&
+	    (st->ckpt = checkpointer_start(
+		 st->db, path, STORE_CHECKPOINT_FRAMES, cause)) == NULL)
 		goto fail;
 	for (i = 0; i < S_COUNT; i++) {
 		if (sqlite3_prepare_v3(st->db, stmts[i].sql, -1,
@@ -474,6 +486,7 @@ store_close(struct store *st)
 
 	if (st == NULL)
 		return;
+	checkpointer_stop(st->ckpt);
 	if (st->db != NULL && !sqlite3_get_autocommit(st->db))
 		log_warn("store: closed inside a transaction, rolled back");
 	for (i = 0; i < S_COUNT; i++)

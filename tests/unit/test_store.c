@@ -1138,6 +1138,44 @@ test_survives_kill9(void **state)
 	assert_string_equal(gs.g[0].body, "survives");
 }
 
+static off_t
+file_size(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/*
+ * Checkpoints run in a thread of their own, and also after a quiet
+ * second: a few hundred frames, far below SQLite's automatic 1,000, still
+ * reach the database file (which only a checkpoint writes) soon.
+ */
+static void
+test_checkpoint_in_the_background(void **state)
+{
+	struct fx *fx = *state;
+	char body[2048];
+	off_t before;
+	int i;
+
+	open_ok(fx);
+	add_user(fx->st, ROMEO, "romeo");
+	memset(body, 'x', sizeof(body) - 1);
+	body[sizeof(body) - 1] = '\0';
+	before = file_size(fx->path);
+	assert_true(before > 0);
+	for (i = 0; i < 100; i++)
+		add_msg(fx->st, ROMEO, "pinky@201:bbbb::2", body, 0);
+	for (i = 0; i < 50 && file_size(fx->path) <= before + 100 * 1024; i++)
+		usleep(100000);
+	assert_true(file_size(fx->path) > before + 100 * 1024);
+	assert_int_equal(store_msg_count(fx->st), 100);
+	/* Its thread stops cleanly with the store, and the rows stay. */
+	reopen(fx);
+	assert_int_equal(store_msg_count(fx->st), 100);
+}
+
 int
 main(void)
 {
@@ -1175,6 +1213,8 @@ main(void)
 		    test_walks_stop_and_reentry, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_survives_kill9, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_checkpoint_in_the_background, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,165 @@
+#include "config.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "checkpoint.h"
+#include "log.h"
+#include "xmalloc.h"
+
+/*
+ * A PASSIVE checkpoint copies what no reader still needs and never waits,
+ * so the writer in the event loop carries on meanwhile. Under a steady
+ * stream of commits it may never catch up with the WAL's end, and the WAL
+ * then grows; past this many frames (64 MiB at 4 KiB pages) a RESTART
+ * checkpoint waits for the writer once, and the WAL starts over.
+ */
+#define RESTART_FRAMES 16384
+/* The connection's wait for the writer's lock in a RESTART checkpoint. */
+#define BUSY_MS 1000
+
+struct checkpointer {
+	sqlite3 *main; /* the event loop's connection */
+	sqlite3 *db; /* the thread's own */
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	int frames; /* wake the thread once this many frames are new */
+	int copied; /* frames the last checkpoint copied */
+	int due; /* a checkpoint is wanted now */
+	int dirty; /* commits since the last checkpoint */
+	int stop;
+};
+
+/* Runs in the event loop's thread after each commit: only a signal. */
+static int
+on_commit(void *arg, sqlite3 *db, const char *name, int nframes)
+{
+	struct checkpointer *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	c->dirty = 1;
+	if (nframes < c->copied)
+		c->copied = 0; /* the WAL started over */
+	if (nframes - c->copied >= c->frames && !c->due) {
+		c->due = 1;
+		pthread_cond_signal(&c->wake);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return SQLITE_OK;
+}
+
+/* Runs in the thread, without the lock. */
+static void
+checkpoint(struct checkpointer *c)
+{
+	int nlog = 0, ncopied = 0, rc;
+
+	rc = sqlite3_wal_checkpoint_v2(
+	    c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &ncopied);
+	if (rc == SQLITE_OK && nlog >= RESTART_FRAMES && ncopied < nlog) {
+		log_info("store: the WAL has %d frames; waiting for the writer "
+			 "to restart it",
+		    nlog);
+		rc = sqlite3_wal_checkpoint_v2(
+		    c->db, NULL, SQLITE_CHECKPOINT_RESTART, &nlog, &ncopied);
+	}
+	if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+		log_warn("store: checkpoint: %s", sqlite3_errmsg(c->db));
+	pthread_mutex_lock(&c->lock);
+	c->copied = ncopied > 0 ? ncopied : 0;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void *
+run(void *arg)
+{
+	struct checkpointer *c = arg;
+	struct timespec until;
+	int stop, go;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		while (!c->due && !c->stop &&
+		    pthread_cond_timedwait(&c->wake, &c->lock, &until) == 0)
+			continue;
+		/* Due by size, or a quiet second after some commits. */
+		go = c->due || c->dirty;
+		stop = c->stop;
+		c->due = c->dirty = 0;
+		pthread_mutex_unlock(&c->lock);
+		if (go)
+			checkpoint(c);
+		pthread_mutex_lock(&c->lock);
+		if (stop)
+			break;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+struct checkpointer *
+checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause)
+{
+	struct checkpointer *c = xcalloc(1, sizeof(*c));
+	int rc;
+
+	c->main = db;
+	c->frames = frames;
+	if (sqlite3_open_v2(path, &c->db,
+		SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+		NULL) != SQLITE_OK) {
+		xasprintf(cause, "%s: checkpoint connection: %s", path,
+		    c->db != NULL ? sqlite3_errmsg(c->db) : "out of memory");
+		sqlite3_close(c->db);
+		free(c);
+		return NULL;
+	}
+	sqlite3_busy_timeout(c->db, BUSY_MS);
+	/* Reading the header tells this connection the file is in WAL mode. */
+	if (sqlite3_exec(c->db, "PRAGMA schema_version", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		xasprintf(cause, "%s: checkpoint connection: %s", path,
+		    sqlite3_errmsg(c->db));
+		sqlite3_close(c->db);
+		free(c);
+		return NULL;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->wake, NULL);
+	if ((rc = pthread_create(&c->thread, NULL, run, c)) != 0) {
+		xasprintf(
+		    cause, "%s: checkpoint thread: %s", path, strerror(rc));
+		pthread_cond_destroy(&c->wake);
+		pthread_mutex_destroy(&c->lock);
+		sqlite3_close(c->db);
+		free(c);
+		return NULL;
+	}
+	/* Replaces the automatic checkpoint, which runs in the committer. */
+	sqlite3_wal_hook(db, on_commit, c);
+	return c;
+}
+
+void
+checkpointer_stop(struct checkpointer *c)
+{
+	if (c == NULL)
+		return;
+	sqlite3_wal_autocheckpoint(c->main, 1000);
+	pthread_mutex_lock(&c->lock);
+	c->stop = 1;
+	pthread_cond_signal(&c->wake);
+	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->thread, NULL);
+	pthread_cond_destroy(&c->wake);
+	pthread_mutex_destroy(&c->lock);
+	if (sqlite3_close(c->db) != SQLITE_OK)
+		log_err("store: checkpoint connection: close: %s",
+		    sqlite3_errmsg(c->db));
+	free(c);
+}
