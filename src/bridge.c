@@ -36,6 +36,12 @@
 /* A client that said "composing" and went quiet is not typing for ever. */
 #define TYPING_MAX 30.0
 #define EXPIRE_EVERY 60.0
+/*
+ * How long a delivered message's deletion (and so its receipt) may wait
+ * for a transaction that new messages open anyway: under steady traffic
+ * both share one commit instead of two.
+ */
+#define DELETE_WAIT 0.05
 
 const char *const bridge_features[] = {
 	NS_REGISTER,
@@ -66,9 +72,13 @@ struct stranger {
 	struct stranger *next;
 };
 
-/* A XEP-0184 receipt waiting for its message's deletion to be committed. */
+/*
+ * A message the peer has: its row is deleted in the next transaction, and
+ * once that commits, its XEP-0184 receipt goes (if it asked for one).
+ */
 struct receipt {
-	char *from;
+	int64_t msg_id;
+	char *from; /* NULL: no receipt */
 	char *to;
 	char *id;
 	struct receipt *next;
@@ -117,7 +127,10 @@ struct bridge {
 	 */
 	int txn_open;
 	struct event *ev_commit;
-	struct receipt *receipts;
+	struct receipt *delivered; /* waiting for a transaction */
+	struct receipt **delivered_tail;
+	struct event *ev_delivered; /* opens one if no message does first */
+	struct receipt *receipts; /* deleted in the open transaction */
 	struct receipt **receipts_tail;
 	struct due *due;
 	struct added *added;
@@ -804,7 +817,7 @@ batch_commit(struct bridge *b)
 	}
 	while ((r = b->receipts) != NULL) {
 		b->receipts = r->next;
-		if (committed) {
+		if (committed && r->from != NULL) {
 			m = new_stanza(b, "message", r->from, r->to, NULL);
 			rec = stanza_add_child(m, "received", NS_RECEIPTS);
 			xmpp_stanza_set_attribute(rec, "id", r->id);
@@ -836,14 +849,35 @@ on_commit(evutil_socket_t fd, short what, void *arg)
 	batch_commit(arg);
 }
 
-/* Messages and acks arrive in bursts: one transaction for a loop pass's. */
+/*
+ * Messages and acks arrive in bursts: one transaction for a loop pass's,
+ * which also takes the deletions of every message delivered since the last.
+ */
 static void
 batch_open(struct bridge *b)
 {
-	if (b->txn_open || store_begin(b->st) == -1)
-		return;
-	b->txn_open = 1;
-	event_active(b->ev_commit, 0, 0);
+	struct receipt *r;
+
+	if (!b->txn_open && store_begin(b->st) == 0) {
+		b->txn_open = 1;
+		event_active(b->ev_commit, 0, 0);
+	}
+	while ((r = b->delivered) != NULL) {
+		b->delivered = r->next;
+		r->next = NULL;
+		store_msg_del(b->st, r->msg_id);
+		*b->receipts_tail = r;
+		b->receipts_tail = &r->next;
+	}
+	b->delivered_tail = &b->delivered;
+	if (!b->txn_open)
+		batch_commit(b);
+}
+
+static void
+on_delivered(evutil_socket_t fd, short what, void *arg)
+{
+	batch_open(arg);
 }
 
 static void
@@ -869,22 +903,28 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 		    (c = user_contact(u, &in->to)) != NULL &&
 		    c->sent_upto >= in->id)
 			c->sent_upto = in->id - 1;
-	} else {
-		batch_open(b);
-		store_msg_del(b->st, in->id);
-		/* A receipt only with proof that the peer read it. */
-		if (how == PIPE_CONFIRMED && in->receipt) {
-			r = xcalloc(1, sizeof(*r));
-			r->from = contact_jid(b, &in->to);
-			r->to = xstrdup(in->sender);
-			r->id = xstrdup(in->stanza_id);
-			*b->receipts_tail = r;
-			b->receipts_tail = &r->next;
-		}
-		if (!b->txn_open)
-			batch_commit(b);
+		inflight_free(in);
+		return;
 	}
+	r = xcalloc(1, sizeof(*r));
+	r->msg_id = in->id;
+	/* A receipt only with proof that the peer read it. */
+	if (how == PIPE_CONFIRMED && in->receipt) {
+		r->from = contact_jid(b, &in->to);
+		r->to = xstrdup(in->sender);
+		r->id = xstrdup(in->stanza_id);
+	}
+	*b->delivered_tail = r;
+	b->delivered_tail = &r->next;
 	inflight_free(in);
+	/*
+	 * The deletion rides with the next messages' transaction; without
+	 * one soon, it gets its own.
+	 */
+	if (b->txn_open)
+		batch_open(b);
+	else if (!evtimer_pending(b->ev_delivered, NULL))
+		timer_after(b->ev_delivered, DELETE_WAIT);
 }
 
 /* An error to the sender of a message that will never be delivered. */
@@ -2043,6 +2083,8 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->ev_expire = evtimer_new(base, on_expire, b);
 	b->ev_commit = event_new(base, -1, 0, on_commit, b);
 	b->receipts_tail = &b->receipts;
+	b->delivered_tail = &b->delivered;
+	b->ev_delivered = evtimer_new(base, on_delivered, b);
 	b->inflight_tail = &b->inflight;
 	if (store_users_each(st, load_user, &l) != 0 ||
 	    store_pending_each(st, load_pending, b) != 0 ||
@@ -2081,6 +2123,8 @@ bridge_free(struct bridge *b)
 		free(d->user_jid);
 		free(d);
 	}
+	if (b->delivered != NULL)
+		batch_open(b);
 	batch_commit(b);
 	while ((in = b->inflight) != NULL) {
 		b->inflight = in->next;
@@ -2101,6 +2145,7 @@ bridge_free(struct bridge *b)
 	event_free(b->ev_typing);
 	event_free(b->ev_expire);
 	event_free(b->ev_commit);
+	event_free(b->ev_delivered);
 	users_free(b->users);
 	free(b->domain);
 	free(b);
