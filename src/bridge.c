@@ -84,16 +84,17 @@ struct receipt {
 	struct receipt *next;
 };
 
-/* A (user, contact) with messages stored this pass, to send after the commit. */
-struct due {
-	char *user_jid;
-	struct barev_jid who;
-	struct due *next;
-};
-
-/* A message stored in the pass's transaction: its sender hears if the commit fails. */
+/*
+ * A message stored in the pass's transaction, kept until the commit: then
+ * it goes to its pipe from here (no read back), or its sender hears that
+ * it could not be stored.
+ */
 struct added {
 	xmpp_stanza_t *st;
+	struct store_msg m; /* its strings: the three below, and st's */
+	char *user_jid;
+	char *body;
+	char *xhtml;
 	struct added *next;
 };
 
@@ -132,14 +133,14 @@ struct bridge {
 	struct event *ev_delivered; /* opens one if no message does first */
 	struct receipt *receipts; /* deleted in the open transaction */
 	struct receipt **receipts_tail;
-	struct due *due;
-	struct added *added;
+	struct added *added; /* in the order they came */
+	struct added **added_tail;
 	unsigned long serial;
 };
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
-static void flush_later(
-    struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st);
+static void flush_later(struct bridge *b, xmpp_stanza_t *st,
+    const struct store_msg *m, char *body, char *xhtml);
 static void batch_open(struct bridge *b);
 static void batch_commit(struct bridge *b);
 
@@ -647,7 +648,7 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		if (state == NULL)
 			return;
 		/* Not before a message the user sent earlier. */
-		if (c->flush_due)
+		if (b->added != NULL)
 			batch_commit(b);
 		if (strcmp(state, "composing") == 0)
 			typing_start(b, u, c);
@@ -674,47 +675,35 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	m.expires = now + (int64_t)b->conf->message_lifetime;
 	/* Stored before anything else happens to it: nothing is lost. */
 	batch_open(b);
-	if (store_msg_add(b->st, &m) == -1)
+	if ((m.id = store_msg_add(b->st, &m)) == -1) {
 		error_reply(b, st, "wait", "internal-server-error",
 		    "The gateway could not store this message; it was not "
 		    "sent.");
-	else
-		flush_later(b, u, c, st);
-	free(body);
-	free(xhtml);
+		free(body);
+		free(xhtml);
+		return;
+	}
+	flush_later(b, st, &m, body, xhtml);
 }
 
-/* The message st is in the pass's transaction: it goes out after the commit. */
+/* Stored in the pass's transaction: it goes out after the commit. Takes body and xhtml. */
 static void
-flush_later(
-    struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
+flush_later(struct bridge *b, xmpp_stanza_t *st, const struct store_msg *m,
+    char *body, char *xhtml)
 {
-	struct added *a;
-	struct due *d;
+	struct added *a = xmalloc(sizeof(*a));
 
-	if (b->txn_open) {
-		a = xmalloc(sizeof(*a));
-		a->st = xmpp_stanza_clone(st);
-		a->next = b->added;
-		b->added = a;
-	}
-	if (c->flush_due)
-		return;
-	c->flush_due = 1;
-	d = xmalloc(sizeof(*d));
-	d->user_jid = xstrdup(u->jid);
-	d->who = c->who;
-	d->next = b->due;
-	b->due = d;
+	a->st = xmpp_stanza_clone(st);
+	a->m = *m;
+	a->m.user_jid = a->user_jid = xstrdup(m->user_jid);
+	a->m.body = a->body = body;
+	a->m.xhtml = a->xhtml = xhtml;
+	a->next = NULL;
+	*b->added_tail = a;
+	b->added_tail = &a->next;
 	if (!b->txn_open)
 		batch_commit(b);
 }
-
-struct flush {
-	struct bridge *b;
-	struct user *u;
-	struct contact *c;
-};
 
 static void
 inflight_free(struct inflight *in)
@@ -725,11 +714,11 @@ inflight_free(struct inflight *in)
 	free(in);
 }
 
+/* Writes one stored message to the pair's pipe; -1 if the pipe is not up. */
 static int
-flush_one(void *arg, const struct store_msg *m)
+send_msg(struct bridge *b, struct user *u, struct contact *c,
+    const struct store_msg *m)
 {
-	struct flush *f = arg;
-	struct bridge *b = f->b;
 	struct inflight *in, **ip;
 	char *inner;
 	size_t len;
@@ -748,29 +737,54 @@ flush_one(void *arg, const struct store_msg *m)
 	ip = b->inflight_tail;
 	b->inflight_tail = &in->next;
 	/* Raised first: a report that it was lost lowers it again. */
-	f->c->sent_upto = m->id;
+	c->sent_upto = m->id;
 	inner = chatmsg_inner(m->body, m->xhtml, &len);
-	rc = b->net.send_chat(b->net.barev_arg, &f->u->id, &f->c->who, inner,
-	    len, (uint64_t)m->id);
+	rc = b->net.send_chat(
+	    b->net.barev_arg, &u->id, &c->who, inner, len, (uint64_t)m->id);
 	free(inner);
 	if (rc == -1) {
 		/* No report comes for it: it was the last one queued. */
-		f->c->sent_upto = m->id - 1;
+		c->sent_upto = m->id - 1;
+		c->backlog = 1;
 		*ip = NULL;
 		b->inflight_tail = ip;
 		inflight_free(in);
+		return -1;
+	}
+	return 0;
+}
+
+struct flush {
+	struct bridge *b;
+	struct user *u;
+	struct contact *c;
+	int failed;
+};
+
+static int
+flush_one(void *arg, const struct store_msg *m)
+{
+	struct flush *f = arg;
+
+	if (send_msg(f->b, f->u, f->c, m) == -1) {
+		f->failed = 1;
 		return 1;
 	}
 	return 0;
 }
 
-/* Sends what the pipe has not had of the pair's queue, or asks for a pipe. */
+/* Sends what the pipe has not had of the pair's stored queue, or asks for a pipe. */
 static void
 flush_queue(struct bridge *b, struct user *u, struct contact *c)
 {
-	struct flush f = { b, u, c };
+	struct flush f = { b, u, c, 0 };
 
-	/* What goes on the wire must be committed first. */
+	/*
+	 * What goes on the wire must be committed first, and what was
+	 * delivered must be deleted first, or it would go again.
+	 */
+	if (b->delivered != NULL)
+		batch_open(b);
 	batch_commit(b);
 	if (!c->pipe_up) {
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
@@ -778,8 +792,29 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 			    : (unsigned short)b->conf->barev_default_port);
 		return;
 	}
-	store_msg_each_after(
-	    b->st, u->jid, &c->who, c->sent_upto, flush_one, &f);
+	if (store_msg_each_after(
+		b->st, u->jid, &c->who, c->sent_upto, flush_one, &f) == 0 &&
+	    !f.failed)
+		c->backlog = 0;
+}
+
+/*
+ * A message just committed: straight to the pipe when nothing of the
+ * pair's is left in the store unsent (the common case), else through the
+ * store, which keeps the order.
+ */
+static void
+flush_new(struct bridge *b, const struct store_msg *m)
+{
+	struct user *u = users_get(b->users, m->user_jid);
+	struct contact *c = u != NULL ? user_contact(u, &m->to) : NULL;
+
+	if (c == NULL || m->id <= c->sent_upto)
+		return; /* gone, or already sent from the store */
+	if (c->pipe_up && !c->backlog && send_msg(b, u, c, m) == 0)
+		return;
+	c->backlog = 1;
+	flush_queue(b, u, c);
 }
 
 /*
@@ -791,10 +826,7 @@ static void
 batch_commit(struct bridge *b)
 {
 	struct receipt *r;
-	struct added *a;
-	struct due *d;
-	struct user *u;
-	struct contact *c;
+	struct added *a, *added;
 	xmpp_stanza_t *m, *rec;
 	int committed = 1;
 
@@ -805,15 +837,6 @@ batch_commit(struct bridge *b)
 			store_rollback(b->st);
 			committed = 0;
 		}
-	}
-	while ((a = b->added) != NULL) {
-		b->added = a->next;
-		if (!committed)
-			error_reply(b, a->st, "wait", "internal-server-error",
-			    "The gateway could not store this message; it was "
-			    "not sent.");
-		xmpp_stanza_release(a->st);
-		free(a);
 	}
 	while ((r = b->receipts) != NULL) {
 		b->receipts = r->next;
@@ -829,17 +852,23 @@ batch_commit(struct bridge *b)
 		free(r);
 	}
 	b->receipts_tail = &b->receipts;
-	while ((d = b->due) != NULL) {
-		b->due = d->next;
-		u = users_get(b->users, d->user_jid);
-		c = u != NULL ? user_contact(u, &d->who) : NULL;
-		if (c != NULL) {
-			c->flush_due = 0;
-			if (committed)
-				flush_queue(b, u, c);
-		}
-		free(d->user_jid);
-		free(d);
+	/* Taken whole first: sending may commit again, and add nothing. */
+	added = b->added;
+	b->added = NULL;
+	b->added_tail = &b->added;
+	while ((a = added) != NULL) {
+		added = a->next;
+		if (committed)
+			flush_new(b, &a->m);
+		else
+			error_reply(b, a->st, "wait", "internal-server-error",
+			    "The gateway could not store this message; it was "
+			    "not sent.");
+		xmpp_stanza_release(a->st);
+		free(a->user_jid);
+		free(a->body);
+		free(a->xhtml);
+		free(a);
 	}
 }
 
@@ -901,8 +930,10 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 		/* Sent again on the next pipe: at least once. */
 		if ((u = users_get(b->users, in->user_jid)) != NULL &&
 		    (c = user_contact(u, &in->to)) != NULL &&
-		    c->sent_upto >= in->id)
+		    c->sent_upto >= in->id) {
 			c->sent_upto = in->id - 1;
+			c->backlog = 1;
+		}
 		inflight_free(in);
 		return;
 	}
@@ -1503,6 +1534,7 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		b->net.unwant(b->net.barev_arg, &old, &c->who);
 		c->pipe_up = 0;
 		c->sent_upto = 0;
+		c->backlog = 1;
 		if (c->seen.available) {
 			shown_clear(&c->seen);
 			presence_from_contact(
@@ -1859,6 +1891,7 @@ cb_down(void *arg, const struct barev_jid *local,
 	c->pipe_up = 0;
 	/* Whatever is still stored goes again on the next pipe. */
 	c->sent_upto = 0;
+	c->backlog = 1;
 	if (c->seen.available) {
 		shown_clear(&c->seen);
 		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
@@ -2085,6 +2118,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->receipts_tail = &b->receipts;
 	b->delivered_tail = &b->delivered;
 	b->ev_delivered = evtimer_new(base, on_delivered, b);
+	b->added_tail = &b->added;
 	b->inflight_tail = &b->inflight;
 	if (store_users_each(st, load_user, &l) != 0 ||
 	    store_pending_each(st, load_pending, b) != 0 ||
@@ -2113,16 +2147,9 @@ bridge_free(struct bridge *b)
 	struct inflight *in;
 	struct stranger *s;
 	struct typing *t;
-	struct due *d;
 
 	if (b == NULL)
 		return;
-	/* Committed, not sent: the pipes are gone; the next start sends them. */
-	while ((d = b->due) != NULL) {
-		b->due = d->next;
-		free(d->user_jid);
-		free(d);
-	}
 	if (b->delivered != NULL)
 		batch_open(b);
 	batch_commit(b);

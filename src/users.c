@@ -232,6 +232,7 @@ user_contact_add(
 	c = xcalloc(1, sizeof(*c));
 	c->who = *who;
 	c->port = port;
+	c->backlog = 1; /* until a read of the store shows otherwise */
 	c->next = u->contacts;
 	u->contacts = c;
 	return c;

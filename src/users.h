@@ -30,7 +30,8 @@ struct contact {
 	/* Queued messages up to this id are on the current pipe (kept in
 	 * memory: after a restart everything stored is sent again). */
 	int64_t sent_upto;
-	int flush_due; /* messages stored this loop pass, sent after the commit */
+	/* The store may hold messages not on the pipe: new ones go through it. */
+	int backlog;
 	struct shown seen; /* the contact's presence as last sent to the user */
 	int composing; /* the user is typing to this contact */
 	double composing_at; /* when the user last said so */
