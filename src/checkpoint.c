@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -106,6 +107,7 @@ struct checkpointer *
 checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause)
 {
 	struct checkpointer *c = xcalloc(1, sizeof(*c));
+	sigset_t all, old;
 	int rc;
 
 	c->main = db;
@@ -131,7 +133,12 @@ checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause)
 	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->wake, NULL);
-	if ((rc = pthread_create(&c->thread, NULL, run, c)) != 0) {
+	/* Signals are the event loop's: the thread starts with all blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&c->thread, NULL, run, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
 		xasprintf(
 		    cause, "%s: checkpoint thread: %s", path, strerror(rc));
 		pthread_cond_destroy(&c->wake);
