@@ -118,6 +118,11 @@ static const char *const migrations[] = {
 			  "nick, addr, id);"
 			  "CREATE INDEX queue_expires ON queue (expires) WHERE "
 			  "expires > 0;",
+	/*
+	 * 2: that index cost every message's insert and delete a page write
+	 * (a sixth of their work) to serve a scan done once a minute.
+	 */
+	"DROP INDEX queue_expires;",
 };
 #define SCHEMA_VERSION ((int)nitems(migrations))
 
@@ -223,7 +228,6 @@ static const struct {
 	[S_MSG_SET_STATE] = { "msg set state",
 	    "UPDATE queue SET state = ?2 WHERE id = ?1" },
 	[S_MSG_DEL] = { "msg del", "DELETE FROM queue WHERE id = ?1" },
-	/* "expires > 0" as in the partial index, so the index is used. */
 	[S_MSG_EXPIRED] = { "msg expired",
 	    "SELECT " MSG_COLS " FROM queue"
 	    " WHERE expires > 0 AND expires <= ?1 ORDER BY id" },

@@ -372,8 +372,8 @@ test_open_create(void **state)
 	open_ok(fx);
 	assert_int_equal(stat(fx->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	assert_int_equal(store_schema_version(), 1);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 1);
+	assert_int_equal(store_schema_version(), 2);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
 	assert_int_equal(
 	    raw_int(fx->path, "PRAGMA application_id"), 0x42617276);
 	raw_text(fx->path, "PRAGMA journal_mode", mode, sizeof(mode));
@@ -389,7 +389,7 @@ test_open_create(void **state)
 
 	/* Opening again changes nothing. */
 	reopen(fx);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
 	store_close(NULL);
 }
 
@@ -524,7 +524,7 @@ test_empty_file_migrates(void **state)
 
 	write_file(fx->path, "");
 	open_ok(fx);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
 	add_user(fx->st, ROMEO, "Inky");
 	assert_int_equal(store_user_get(fx->st, ROMEO, &u), 0);
 }
@@ -539,17 +539,17 @@ test_newer_version_refused(void **state)
 	add_user(fx->st, ROMEO, "Inky");
 	store_close(fx->st);
 	fx->st = NULL;
-	raw_exec(fx->path, "PRAGMA user_version = 2");
+	raw_exec(fx->path, "PRAGMA user_version = 3");
 
 	cause = open_bad(fx);
 	snprintf(want, sizeof(want),
-	    "%s: schema version 2 is newer than the 1 "
+	    "%s: schema version 3 is newer than the 2 "
 	    "this barev-gateway knows; run a newer barev-gateway",
 	    fx->path);
 	assert_string_equal(cause, want);
 	free(cause);
 	/* Refused untouched: the version and the data are still there. */
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 3);
 	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM users"), 1);
 }
 
@@ -1138,6 +1138,34 @@ test_survives_kill9(void **state)
 	assert_string_equal(gs.g[0].body, "survives");
 }
 
+/* A version 1 file (with the expiry index) keeps its queue through migration 2. */
+static void
+test_migration_2_drops_the_expiry_index(void **state)
+{
+	struct fx *fx = *state;
+	struct barev_jid pinky = B("pinky@201:bbbb::2");
+	struct gots gs = { 0 };
+	const char *idx = "SELECT count(*) FROM sqlite_master WHERE type = "
+			  "'index' AND name = 'queue_expires'";
+
+	open_ok(fx);
+	add_user(fx->st, ROMEO, "romeo");
+	add_msg(fx->st, ROMEO, "pinky@201:bbbb::2", "kept", 0);
+	store_close(fx->st);
+	fx->st = NULL;
+	raw_exec(fx->path,
+	    "CREATE INDEX queue_expires ON queue (expires) WHERE expires > 0;"
+	    "PRAGMA user_version = 1");
+	assert_int_equal(raw_int(fx->path, idx), 1);
+	open_ok(fx);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(fx->path, idx), 0);
+	assert_int_equal(
+	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
+	assert_int_equal(gs.n, 1);
+	assert_string_equal(gs.g[0].body, "kept");
+}
+
 static off_t
 file_size(const char *path)
 {
@@ -1215,6 +1243,8 @@ main(void)
 		    test_survives_kill9, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_checkpoint_in_the_background, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_migration_2_drops_the_expiry_index, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
