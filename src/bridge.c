@@ -114,8 +114,8 @@ struct bridge {
 	struct bridge_net net;
 	char *domain;
 	struct users *users;
-	struct inflight
-	    *inflight; /* oldest first: confirmations come in order */
+	/* Oldest first: confirmations come in sending order. */
+	struct inflight *inflight;
 	struct inflight **inflight_tail;
 	struct stranger *strangers;
 	struct typing *typing;
@@ -906,7 +906,11 @@ batch_open(struct bridge *b)
 static void
 on_delivered(evutil_socket_t fd, short what, void *arg)
 {
-	batch_open(arg);
+	struct bridge *b = arg;
+
+	/* Messages may have opened a transaction for them meanwhile. */
+	if (b->delivered != NULL)
+		batch_open(b);
 }
 
 static void
