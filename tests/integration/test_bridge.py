@@ -15,6 +15,8 @@ TEST_TIMES=1 prints durations.
 """
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 
@@ -36,6 +38,7 @@ PINKY_NICK, PINKY_I = "Pinky", 2       # RefPeer: store-and-forward
 CLYDE = "Clyde@%s" % bn.peer_addr(3)   # raw peer shared by alice and bob
 BLINKY_NICK, BLINKY_I = "Blinky", 4    # RefPeer: kill -9 in a burst
 SUE_NICK, SUE_I = "Sue", 5             # RefPeer: restart of the gateway
+DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
 EXPIRY_LIFETIME = 2.0
@@ -1081,6 +1084,88 @@ def kill9_burst(w):
     gw.check_alive()
 
 
+# ---------------------------------------------------------------------------
+# Disk full: the gateway's state on a 4 MiB tmpfs that a file then fills.
+# Every message alice sends meanwhile is either delivered or answered with
+# an error, never both, never neither; once there is room again, messages
+# flow.
+
+DISK_FULL_MSGS = 40
+
+
+def disk_full(w):
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    dot = w.keep(B.ref_peer(DOT_I, DOT_NICK, [ALICE_B]))
+    dot.listen(B.PEER_PORT)
+    cj = dot.cjid
+    B.add_contact(alice, dot.jid)
+    dot.wait(lambda: ALICE_B in dot.open_conversations(), 8,
+             "a pipe from alice")
+    old = dot.open_conversations()[ALICE_B]
+    gw.stop()
+    # Its state directory is the tmpfs; its log stays outside.
+    run = B.GatewayRun(w.dir, w.srv, "diskfull", allowed=B.ALLOWED)
+    small = run.statedir
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
+                    small], check=True)
+    try:
+        shutil.copy(gw.db_path, run.db_path)
+        run.start()
+        dot.wait(lambda: (dot.open_conversations().get(ALICE_B)
+                          not in (None, old)), 10, "a pipe from alice")
+        fill = os.path.join(small, "fill")
+        with open(fill, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        m = alice.mark()
+        ids = ["df-%02d" % i for i in range(DISK_FULL_MSGS)]
+        pad = "x" * 6000    # 40 x 6 kB: more than any WAL room left
+        for i in ids:
+            alice.message(cj, "%s %s" % (i, pad), mid=i)
+        alice.take(is_error(cj, "message", "internal-server-error"), 10,
+                   since=m, what="an error for a message the gateway "
+                   "could not store")
+        os.unlink(fill)
+        refused = set()
+
+        def accounted():
+            refused.clear()
+            refused.update(e.get("id") for e in alice.all(
+                is_error(cj, "message", "internal-server-error"), since=m))
+            got = {b.split()[0] for _c, b in B.ref_bodies(dot)
+                   if b.startswith("df-")}
+            return refused | got >= set(ids) and (got, refused)
+        got, refused = dot.wait(accounted, 15,
+                                "every message delivered or refused")
+        h._diag("disk full: %d of %d refused with an error, %d delivered"
+                % (len(refused), len(ids), len(got)))
+        assert_eq(sorted(got & refused), [],
+                  "messages both refused and delivered")
+        e = alice.all(is_error(cj, "message"), since=m)[0]
+        txt = B.child_text(e.find(C("error")), B.NS_STANZAS, "text") or ""
+        if "could not store" not in txt:
+            raise AssertionError("error text: %r" % txt)
+        # Room again: messages flow, and the store is consistent.
+        alice.message(cj, "room again", mid="df-after", receipt=True)
+        dot.wait(lambda: any(b == "room again"
+                             for _c, b in B.ref_bodies(dot)), 8,
+                 "a message once there is room")
+        alice.take(is_receipt(cj, "df-after"), since=m)
+        run.stop()
+    finally:
+        if run.alive():
+            run.gw.kill_now()
+        subprocess.run(["umount", small], check=False)
+    gw.start()
+    gw.check_alive()
+
+
 NS_COMMANDS = "http://jabber.org/protocol/commands"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
@@ -1188,6 +1273,8 @@ SCENARIOS = [
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
      kill9_burst, 90),
+    ("disk full: each message delivered or refused, then flowing again",
+     disk_full, 90),
     ("expiry: the sender gets recipient-unavailable", expiry_check, 90),
 ]
 
