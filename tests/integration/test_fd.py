@@ -12,7 +12,6 @@ import os
 import re
 import resource
 import socket
-import time
 
 import harness
 
