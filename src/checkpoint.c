@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "log.h"
@@ -12,12 +13,13 @@
 
 /*
  * A PASSIVE checkpoint copies what no reader still needs and never waits,
- * so the writer in the event loop carries on meanwhile. Under a steady
- * stream of commits it may never catch up with the WAL's end, and the WAL
- * then grows; past this many frames (64 MiB at 4 KiB pages) a RESTART
- * checkpoint waits for the writer once, and the WAL starts over.
+ * so the writer in the event loop carries on meanwhile. But the WAL only
+ * starts over when a write begins with every frame copied, and under a
+ * steady stream of commits some are always newer than the last copy: the
+ * WAL would grow without end. Past restart_frames a RESTART checkpoint
+ * holds the writer back for the few frames the PASSIVE one left and a
+ * sync, a few milliseconds, and the WAL starts over.
  */
-#define RESTART_FRAMES 16384
 /* The connection's wait for the writer's lock in a RESTART checkpoint. */
 #define BUSY_MS 1000
 
@@ -28,11 +30,21 @@ struct checkpointer {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	int frames; /* wake the thread once this many frames are new */
+	int restart_frames;
 	int copied; /* frames the last checkpoint copied */
 	int due; /* a checkpoint is wanted now */
 	int dirty; /* commits since the last checkpoint */
 	int stop;
 };
+
+static int
+busy_wait(void *arg, int tries)
+{
+	if (tries >= BUSY_MS * 10)
+		return 0;
+	usleep(100);
+	return 1;
+}
 
 /* Runs in the event loop's thread after each commit: only a signal. */
 static int
@@ -60,10 +72,8 @@ checkpoint(struct checkpointer *c)
 
 	rc = sqlite3_wal_checkpoint_v2(
 	    c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &ncopied);
-	if (rc == SQLITE_OK && nlog >= RESTART_FRAMES && ncopied < nlog) {
-		log_info("store: the WAL has %d frames; waiting for the writer "
-			 "to restart it",
-		    nlog);
+	if (rc == SQLITE_OK && nlog >= c->restart_frames) {
+		log_debug("store: the WAL has %d frames; restarting it", nlog);
 		rc = sqlite3_wal_checkpoint_v2(
 		    c->db, NULL, SQLITE_CHECKPOINT_RESTART, &nlog, &ncopied);
 	}
@@ -104,7 +114,8 @@ run(void *arg)
 }
 
 struct checkpointer *
-checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause)
+checkpointer_start(
+    sqlite3 *db, const char *path, int frames, int restart_frames, char **cause)
 {
 	struct checkpointer *c = xcalloc(1, sizeof(*c));
 	sigset_t all, old;
@@ -112,6 +123,7 @@ checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause)
 
 	c->main = db;
 	c->frames = frames;
+	c->restart_frames = restart_frames;
 	if (sqlite3_open_v2(path, &c->db,
 		SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 		NULL) != SQLITE_OK) {
@@ -121,7 +133,8 @@ checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause)
 		free(c);
 		return NULL;
 	}
-	sqlite3_busy_timeout(c->db, BUSY_MS);
+	/* Short naps: the writer's lock is free only between its commits. */
+	sqlite3_busy_handler(c->db, busy_wait, NULL);
 	/* Reading the header tells this connection the file is in WAL mode. */
 	if (sqlite3_exec(c->db, "PRAGMA schema_version", NULL, NULL, NULL) !=
 	    SQLITE_OK) {

@@ -8,12 +8,15 @@ struct checkpointer;
 
 /*
  * Takes over the checkpoints of db (in WAL mode, file path): db no longer
- * checkpoints on commit; a thread with its own connection does, once the
- * WAL holds frames frames or a second after the last commit. NULL and
- * *cause if the thread or its connection cannot be had.
+ * checkpoints on commit; a thread with its own connection does, once
+ * frames new frames are in the WAL or a second after the last commit.
+ * Once the WAL holds restart_frames frames, the thread also makes it
+ * start over (see checkpoint.c), holding db's writes back meanwhile: db
+ * needs a busy handler. NULL and *cause if the thread or its connection
+ * cannot be had.
  */
-struct checkpointer *
-checkpointer_start(sqlite3 *db, const char *path, int frames, char **cause);
+struct checkpointer *checkpointer_start(sqlite3 *db, const char *path,
+    int frames, int restart_frames, char **cause);
 /* Stops the thread (after a last checkpoint) and gives db back its own. */
 void checkpointer_stop(struct checkpointer *c);
 
