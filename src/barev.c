@@ -115,6 +115,7 @@ struct barev {
 	unsigned dials_in_progress;
 	double tokens;
 	double tokens_at;
+	int pacing; /* the queue waits for tokens, not for a free slot */
 	struct event *ev_dialq;
 	struct event *ev_reap;
 	struct event *ev_sweep;
@@ -920,13 +921,22 @@ on_dialq(evutil_socket_t fd, short what, void *arg)
 {
 	struct barev *b = arg;
 	struct pair *P;
-	double now = clock_now();
+	double now = clock_now(), cap;
 
 	if (b->stopping)
 		return;
+	/*
+	 * Time spent idle or waiting for a free slot earns one dial at most:
+	 * a full second's worth would let a burst and the steady rate share
+	 * one second, up to twice the limit. While pacing, a late timer may
+	 * catch up what it missed.
+	 */
+	cap = b->pacing ? b->dials_per_second / 10 : 1;
+	if (cap < 1)
+		cap = 1;
 	b->tokens += (now - b->tokens_at) * b->dials_per_second;
-	if (b->tokens > b->dials_per_second)
-		b->tokens = b->dials_per_second;
+	if (b->tokens > cap)
+		b->tokens = cap;
 	b->tokens_at = now;
 	while ((P = TAILQ_FIRST(&b->dialq)) != NULL &&
 	    b->dials_in_progress < b->dials_concurrent && b->tokens >= 1) {
@@ -938,8 +948,9 @@ on_dialq(evutil_socket_t fd, short what, void *arg)
 		if (dial(P) == -1)
 			schedule_redial(P);
 	}
-	if (TAILQ_FIRST(&b->dialq) != NULL &&
-	    b->dials_in_progress < b->dials_concurrent)
+	b->pacing = TAILQ_FIRST(&b->dialq) != NULL &&
+	    b->dials_in_progress < b->dials_concurrent;
+	if (b->pacing)
 		timer_after(b->ev_dialq, (1 - b->tokens) / b->dials_per_second);
 }
 
