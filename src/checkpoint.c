@@ -20,7 +20,10 @@
  * holds the writer back for the few frames the PASSIVE one left and a
  * sync, a few milliseconds, and the WAL starts over.
  */
-/* The connection's wait for the writer's lock in a RESTART checkpoint. */
+/*
+ * How long a connection waits for a lock another holds: an admin's
+ * sqlite3, a backup, or this thread restarting the WAL.
+ */
 #define BUSY_MS 1000
 
 struct checkpointer {
@@ -37,8 +40,8 @@ struct checkpointer {
 	int stop;
 };
 
-static int
-busy_wait(void *arg, int tries)
+int
+checkpoint_busy_nap(void *arg, int tries)
 {
 	if (tries >= BUSY_MS * 10)
 		return 0;
@@ -134,7 +137,7 @@ checkpointer_start(
 		return NULL;
 	}
 	/* Short naps: the writer's lock is free only between its commits. */
-	sqlite3_busy_handler(c->db, busy_wait, NULL);
+	sqlite3_busy_handler(c->db, checkpoint_busy_nap, NULL);
 	/* Reading the header tells this connection the file is in WAL mode. */
 	if (sqlite3_exec(c->db, "PRAGMA schema_version", NULL, NULL, NULL) !=
 	    SQLITE_OK) {

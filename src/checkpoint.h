@@ -17,6 +17,13 @@ struct checkpointer;
  */
 struct checkpointer *checkpointer_start(sqlite3 *db, const char *path,
     int frames, int restart_frames, char **cause);
+/*
+ * A busy handler (sqlite3_busy_handler) for db and the thread alike:
+ * naps of 0.1 ms for up to a second. SQLite's own handler sleeps 25 to
+ * 100 ms at a time once a wait goes on, oversleeping a lock held for
+ * milliseconds.
+ */
+int checkpoint_busy_nap(void *arg, int tries);
 /* Stops the thread (after a last checkpoint) and gives db back its own. */
 void checkpointer_stop(struct checkpointer *c);
 

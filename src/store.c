@@ -36,12 +36,6 @@
  */
 #define STORE_CHECKPOINT_FRAMES 1000
 #define STORE_RESTART_FRAMES 8192
-/*
- * How long to wait for a lock another connection holds: an admin's
- * sqlite3, a backup, or the checkpoint thread restarting the WAL (a few
- * milliseconds).
- */
-#define STORE_BUSY_MS 1000
 /* PRAGMA application_id: 0x42617276, "Barv", so a foreign database is not taken over. */
 #define STORE_APP_ID 1113682550
 #define STR(x) #x
@@ -433,19 +427,6 @@ enable_foreign_keys(sqlite3 *db, const char *path, char **cause)
 	return 0;
 }
 
-/*
- * SQLite's own busy handler sleeps 25 to 100 ms at a time once a wait
- * goes on; the event loop would oversleep a lock held for milliseconds.
- */
-static int
-busy_wait(void *arg, int tries)
-{
-	if (tries >= STORE_BUSY_MS * 10)
-		return 0;
-	usleep(100);
-	return 1;
-}
-
 /* Create path with mode 0600 if missing: messages are private, -wal and -shm inherit it. */
 static int
 create_private(const char *path, char **cause)
@@ -477,7 +458,7 @@ store_open(const char *path, char **cause)
 		goto fail;
 	}
 	sqlite3_extended_result_codes(st->db, 1);
-	sqlite3_busy_handler(st->db, busy_wait, NULL);
+	sqlite3_busy_handler(st->db, checkpoint_busy_nap, NULL);
 	if (check_identity(st->db, path, &version, cause) == -1 ||
 	    configure(st->db, path, &wal, cause) == -1 ||
 	    migrate(st->db, path, version, cause) == -1 ||
