@@ -93,8 +93,12 @@ test_wal_bounded(void **state)
 		usleep(200); /* the event loop's other work */
 	}
 	checkpointer_stop(c);
-	/* The restart waits for a commit in flight: allow some slack. */
-	assert_true(biggest < (off_t)(4 * RESTART) * (PAGE + 24));
+	/*
+	 * The restart waits for the writer, which a loaded machine may
+	 * delay: slack enough for that, far below the thousands of frames
+	 * the WAL reaches without it.
+	 */
+	assert_true(biggest < (off_t)(16 * RESTART) * (PAGE + 24));
 	assert_true(biggest > 0);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
