@@ -906,25 +906,37 @@ def store_and_forward(w):
     gw.check_alive()
 
 
+def listening_contact(w, alice, i, nick):
+    """A RefPeer at peer_addr(i), listening and made alice's contact,
+    once the gateway has opened a pipe to it."""
+    p = w.keep(B.ref_peer(i, nick, [ALICE_B]))
+    p.listen(B.PEER_PORT)
+    B.add_contact(alice, p.jid)
+    p.wait(lambda: ALICE_B in p.open_conversations(), 8,
+           "a pipe from alice")
+    return p
+
+
+def new_pipe(p, old, timeout=10):
+    """Wait until alice's pipe to RefPeer p is another than old."""
+    p.wait(lambda: p.open_conversations().get(ALICE_B) not in (None, old),
+           timeout, "a new pipe from alice")
+
+
 def restart_everything(w):
     gw = w.gateway()
     alice = w.registered_user("alice", "Alice")
     # A contact of its own: this scenario does not depend on what an
     # earlier one left behind.
-    sue = w.keep(B.ref_peer(SUE_I, SUE_NICK, [ALICE_B]))
-    sue.listen(B.PEER_PORT)
-    B.add_contact(alice, sue.jid)
+    sue = listening_contact(w, alice, SUE_I, SUE_NICK)
     cj = sue.cjid
-    sue.wait(lambda: ALICE_B in sue.open_conversations(), 8,
-             "a pipe from alice")
     old = sue.open_conversations()[ALICE_B]
     gw.stop()
     m = alice.mark()
     t0 = time.monotonic()
     gw.start()
     # alice does nothing: the gateway probes her and dials her contacts.
-    sue.wait(lambda: (sue.open_conversations().get(ALICE_B)
-                      not in (None, old)), 10, "a new pipe from alice")
+    new_pipe(sue, old)
     alice.take(is_pres(cj, None), 10, since=m,
                what="Sue's presence after the restart")
     h._diag("pipe and presence back %.1fs after the restart"
@@ -960,13 +972,9 @@ def kill9_burst(w):
     gw = w.gateway()
     alice = w.registered_user("alice", "Alice")
     alice.presence()
-    blinky = w.keep(B.ref_peer(BLINKY_I, BLINKY_NICK, [ALICE_B]))
-    blinky.listen(B.PEER_PORT)
-    cj = blinky.cjid
     m = alice.mark()
-    B.add_contact(alice, blinky.jid)
-    blinky.wait(lambda: ALICE_B in blinky.open_conversations(), 8,
-                "a pipe from alice")
+    blinky = listening_contact(w, alice, BLINKY_I, BLINKY_NICK)
+    cj = blinky.cjid
     alice.take(is_pres(cj, None), since=m)
     ids = ["kb-%03d" % i for i in range(1, BURST + 1)]
     body = {i: "burst %s" % i[3:] for i in ids}
@@ -1097,12 +1105,8 @@ def disk_full(w):
     gw = w.gateway()
     alice = w.registered_user("alice", "Alice")
     alice.presence()
-    dot = w.keep(B.ref_peer(DOT_I, DOT_NICK, [ALICE_B]))
-    dot.listen(B.PEER_PORT)
+    dot = listening_contact(w, alice, DOT_I, DOT_NICK)
     cj = dot.cjid
-    B.add_contact(alice, dot.jid)
-    dot.wait(lambda: ALICE_B in dot.open_conversations(), 8,
-             "a pipe from alice")
     old = dot.open_conversations()[ALICE_B]
     gw.stop()
     # Its state directory is the tmpfs; its log stays outside.
@@ -1113,8 +1117,7 @@ def disk_full(w):
     try:
         shutil.copy(gw.db_path, run.db_path)
         run.start()
-        dot.wait(lambda: (dot.open_conversations().get(ALICE_B)
-                          not in (None, old)), 10, "a pipe from alice")
+        new_pipe(dot, old)
         fill = os.path.join(small, "fill")
         with open(fill, "wb") as f:
             try:
