@@ -2106,7 +2106,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 {
 	struct bridge *b = xcalloc(1, sizeof(*b));
 	struct load l = { b, NULL, 0 };
-	int requeued;
+	int queued;
 
 	b->base = base;
 	b->ctx = ctx;
@@ -2126,15 +2126,14 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->inflight_tail = &b->inflight;
 	if (store_users_each(st, load_user, &l) != 0 ||
 	    store_pending_each(st, load_pending, b) != 0 ||
-	    (requeued = store_msg_requeue_unconfirmed(st)) == -1) {
+	    (queued = store_msg_count(st)) == -1) {
 		xasprintf(
 		    cause, "cannot load the state from %s", conf->storage_path);
 		bridge_free(b);
 		return NULL;
 	}
-	if (requeued > 0)
-		log_info("bridge: %d unconfirmed messages will be sent again",
-		    requeued);
+	if (queued > 0)
+		log_info("bridge: %d stored messages will be sent", queued);
 	timer_after(b->ev_expire, 1.0);
 	return b;
 }

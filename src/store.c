@@ -147,20 +147,22 @@ enum stmt {
 	S_PENDING_EACH,
 	S_MSG_ADD,
 	S_MSG_EACH_FOR,
-	S_MSG_SET_STATE,
 	S_MSG_DEL,
 	S_MSG_EXPIRED,
 	S_MSG_DEL_EXPIRED,
-	S_MSG_REQUEUE,
 	S_MSG_COUNT,
 	S_COUNT
 };
 
 #define USER_COLS "jid, nick, addr, created"
 #define CONTACT_COLS "nick, addr, port, sub_to, sub_from"
+/*
+ * The queue's state column (schema 1) is no longer read or written: what
+ * a pipe has had is known in memory, and after a restart all is sent.
+ */
 #define MSG_COLS                                                               \
 	"id, direction, user_jid, nick, addr, sender, stanza_id, "             \
-	"body, xhtml, receipt, created, expires, state"
+	"body, xhtml, receipt, created, expires"
 
 /* Every statement, prepared once at open; "what" names it in log lines. */
 static const struct {
@@ -225,8 +227,6 @@ static const struct {
 	[S_MSG_EACH_FOR] = { "msg each",
 	    "SELECT " MSG_COLS " FROM queue WHERE user_jid = ?1 AND nick = ?2"
 	    " AND addr = ?3 AND direction = 0 AND id > ?4 ORDER BY id" },
-	[S_MSG_SET_STATE] = { "msg set state",
-	    "UPDATE queue SET state = ?2 WHERE id = ?1" },
 	[S_MSG_DEL] = { "msg del", "DELETE FROM queue WHERE id = ?1" },
 	[S_MSG_EXPIRED] = { "msg expired",
 	    "SELECT " MSG_COLS " FROM queue"
@@ -234,8 +234,6 @@ static const struct {
 	[S_MSG_DEL_EXPIRED] = { "msg del expired",
 	    "DELETE FROM queue WHERE expires > 0 AND expires <= ?1"
 	    " AND id <= ?2" },
-	[S_MSG_REQUEUE] = { "msg requeue",
-	    "UPDATE queue SET state = 0 WHERE state = 1" },
 	[S_MSG_COUNT] = { "msg count", "SELECT count(*) FROM queue" },
 };
 
@@ -734,7 +732,6 @@ read_msg(sqlite3_stmt *s, struct store_msg *m)
 	m->receipt = sqlite3_column_int(s, 9);
 	m->created = sqlite3_column_int64(s, 10);
 	m->expires = sqlite3_column_int64(s, 11);
-	m->state = sqlite3_column_int(s, 12);
 	if (m->user_jid == NULL || m->sender == NULL || m->body == NULL) {
 		log_err(
 		    "store: queue row %lld has a NULL text", (long long)m->id);
@@ -1178,23 +1175,6 @@ store_msg_each_after(struct store *st, const char *user_jid,
 }
 
 int
-store_msg_set_state(struct store *st, int64_t id, int state)
-{
-	sqlite3_stmt *s;
-
-	if (state != STORE_MSG_QUEUED && state != STORE_MSG_SENT) {
-		log_err("store: msg set state: id=%lld bad state %d",
-		    (long long)id, state);
-		return -1;
-	}
-	if ((s = stmt_get(st, S_MSG_SET_STATE)) == NULL)
-		return -1;
-	if (bind_int64(s, 1, id) == -1 || bind_int64(s, 2, state) == -1)
-		return bind_failed(st, S_MSG_SET_STATE, s);
-	return run_change(st, S_MSG_SET_STATE, s);
-}
-
-int
 store_msg_del(struct store *st, int64_t id)
 {
 	sqlite3_stmt *s;
@@ -1233,18 +1213,6 @@ store_msg_take_expired(struct store *st, int64_t now,
 	if (run_change(st, S_MSG_DEL_EXPIRED, s) == -1)
 		return -1;
 	return rv;
-}
-
-int
-store_msg_requeue_unconfirmed(struct store *st)
-{
-	sqlite3_stmt *s;
-
-	if ((s = stmt_get(st, S_MSG_REQUEUE)) == NULL)
-		return -1;
-	if (run_change(st, S_MSG_REQUEUE, s) == -1)
-		return -1;
-	return sqlite3_changes(st->db);
 }
 
 int

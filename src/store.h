@@ -52,10 +52,6 @@ enum store_dir {
 	STORE_TO_XMPP = 1, /* reserved: from a Barev contact to a user */
 };
 
-/* Message states: queued, or written to a pipe and not yet confirmed. */
-#define STORE_MSG_QUEUED 0
-#define STORE_MSG_SENT 1
-
 /* The strings are borrowed: the caller's for store_msg_add, SQLite's in a walk. */
 struct store_msg {
 	int64_t id; /* the delivery order; never reused */
@@ -69,7 +65,6 @@ struct store_msg {
 	int receipt; /* the sender asked for a XEP-0184 receipt */
 	int64_t created;
 	int64_t expires; /* 0: never */
-	int state; /* STORE_MSG_QUEUED or STORE_MSG_SENT */
 };
 
 /*
@@ -142,8 +137,7 @@ int store_pending_each(struct store *st,
 
 /* message queue (store and forward) */
 /*
- * Queue m (its id and state are ignored; it starts STORE_MSG_QUEUED; body
- * and sender must not be NULL).
+ * Queue m (its id is ignored; body and sender must not be NULL).
  * Returns the new id, or -1 if the message could not be stored (no such
  * user, or an error). Outside store_begin() the message is committed when
  * this returns and survives a crash of the process (see store.c).
@@ -151,8 +145,7 @@ int store_pending_each(struct store *st,
 int64_t store_msg_add(struct store *st, const struct store_msg *m);
 /*
  * The STORE_TO_BAREV messages of user_jid for the contact to (nick ignoring
- * case), in id order and in either state: fn skips the STORE_MSG_SENT ones
- * it does not want to write again.
+ * case), in id order.
  */
 int store_msg_each_for(struct store *st, const char *user_jid,
     const struct barev_jid *to, int (*fn)(void *arg, const struct store_msg *m),
@@ -161,7 +154,6 @@ int store_msg_each_for(struct store *st, const char *user_jid,
 int store_msg_each_after(struct store *st, const char *user_jid,
     const struct barev_jid *to, int64_t after,
     int (*fn)(void *arg, const struct store_msg *m), void *arg);
-int store_msg_set_state(struct store *st, int64_t id, int state);
 int store_msg_del(struct store *st, int64_t id);
 /*
  * Call fn for each message with 0 < expires <= now in id order, then delete
@@ -169,8 +161,6 @@ int store_msg_del(struct store *st, int64_t id);
  */
 int store_msg_take_expired(struct store *st, int64_t now,
     int (*fn)(void *arg, const struct store_msg *m), void *arg);
-/* At start-up: sent but unconfirmed messages go back to queued (at-least-once). Count or -1. */
-int store_msg_requeue_unconfirmed(struct store *st);
 /* Messages in the queue, or -1. */
 int store_msg_count(struct store *st);
 

@@ -215,7 +215,6 @@ struct got {
 	char xhtml[64]; /* "(null)" for NULL */
 	int receipt;
 	int64_t expires;
-	int state;
 };
 
 struct gots {
@@ -310,7 +309,6 @@ got_msg(void *arg, const struct store_msg *m)
 	g->receipt = m->receipt;
 	g->created = m->created;
 	g->expires = m->expires;
-	g->state = m->state;
 	return got_ret(arg);
 }
 
@@ -433,7 +431,6 @@ test_reopen_keeps_everything(void **state)
 	m.body = "three";
 	m.created = 12;
 	m.expires = 200;
-	m.state = STORE_MSG_SENT; /* ignored: a new message is queued */
 	id[2] = store_msg_add(fx->st, &m);
 	assert_true(id[0] > 0 && id[0] < id[1] && id[1] < id[2]);
 	add_msg(fx->st, ROMEO, "CLYDE@202::2", "x", 0);
@@ -501,7 +498,6 @@ test_reopen_keeps_everything(void **state)
 	assert_int_equal(gs.g[0].receipt, 1);
 	assert_int_equal(gs.g[0].created, 10);
 	assert_int_equal(gs.g[0].expires, 0);
-	assert_int_equal(gs.g[0].state, STORE_MSG_QUEUED);
 	assert_int_equal(gs.g[1].id, id[1]);
 	assert_string_equal(gs.g[1].stanza_id, "(null)");
 	assert_string_equal(gs.g[1].body, "two");
@@ -512,7 +508,6 @@ test_reopen_keeps_everything(void **state)
 	assert_int_equal(gs.g[2].id, id[2]);
 	assert_string_equal(gs.g[2].body, "three");
 	assert_int_equal(gs.g[2].expires, 200);
-	assert_int_equal(gs.g[2].state, STORE_MSG_QUEUED);
 	assert_int_equal(store_msg_count(fx->st), 4);
 }
 
@@ -914,8 +909,6 @@ test_queue_order_across_reopen(void **state)
 	assert_int_equal(store_msg_del(fx->st, inbound), 0);
 	assert_int_equal(store_msg_del(fx->st, id[5]), 0);
 	assert_int_equal(store_msg_del(fx->st, id[5]), 1);
-	assert_int_equal(store_msg_set_state(fx->st, id[5], STORE_MSG_SENT), 1);
-	assert_int_equal(store_msg_set_state(fx->st, id[0], 2), -1);
 	reopen(fx);
 	fresh = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "p4", 0);
 	assert_true(fresh > inbound);
@@ -925,40 +918,6 @@ test_queue_order_across_reopen(void **state)
 	assert_int_equal(gs.n, 3);
 	assert_string_equal(gs.g[2].body, "p4");
 	assert_int_equal(gs.g[2].id, fresh);
-}
-
-static void
-test_requeue_unconfirmed(void **state)
-{
-	struct fx *fx = *state;
-	struct barev_jid pinky = B("Pinky@201:af82::1");
-	struct gots gs = { 0 };
-	int64_t id[3];
-
-	open_ok(fx);
-	add_user(fx->st, ROMEO, "Inky");
-	id[0] = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "a", 0);
-	id[1] = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "b", 0);
-	id[2] = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "c", 0);
-	assert_int_equal(store_msg_set_state(fx->st, id[0], STORE_MSG_SENT), 0);
-	assert_int_equal(store_msg_set_state(fx->st, id[2], STORE_MSG_SENT), 0);
-	assert_int_equal(
-	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
-	assert_int_equal(gs.g[0].state, STORE_MSG_SENT);
-	assert_int_equal(gs.g[1].state, STORE_MSG_QUEUED);
-	assert_int_equal(gs.g[2].state, STORE_MSG_SENT);
-
-	reopen(fx);
-	assert_int_equal(store_msg_requeue_unconfirmed(fx->st), 2);
-	assert_int_equal(store_msg_requeue_unconfirmed(fx->st), 0);
-	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(
-	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
-	assert_int_equal(gs.n, 3);
-	assert_int_equal(gs.g[0].id, id[0]);
-	assert_int_equal(gs.g[0].state, STORE_MSG_QUEUED);
-	assert_int_equal(gs.g[1].state, STORE_MSG_QUEUED);
-	assert_int_equal(gs.g[2].state, STORE_MSG_QUEUED);
 }
 
 static void
@@ -1231,8 +1190,6 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_pending, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_queue_order_across_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(
-		    test_requeue_unconfirmed, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_take_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(
