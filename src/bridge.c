@@ -25,6 +25,7 @@
 #define NS_XHTML "http://www.w3.org/1999/xhtml"
 #define NS_RECEIPTS "urn:xmpp:receipts"
 #define NS_EVENT "jabber:x:event"
+#define NS_DELAY "urn:xmpp:delay"
 #define NS_VCARD "vcard-temp"
 #define NS_NICK "http://jabber.org/protocol/nick"
 #define NS_COMMANDS "http://jabber.org/protocol/commands"
@@ -136,6 +137,8 @@ struct bridge {
 	struct added *added; /* in the order they came */
 	struct added **added_tail;
 	unsigned long serial;
+	/* What the server says of users' presence holds only while it is up. */
+	int link_up;
 };
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
@@ -179,6 +182,60 @@ new_stanza(struct bridge *b, const char *name, const char *from, const char *to,
 	if (type != NULL)
 		xmpp_stanza_set_type(st, type);
 	return st;
+}
+
+/* A chat message from contact who to a user; takes html (may be NULL). */
+static xmpp_stanza_t *
+chat_to_user(struct bridge *b, const struct barev_jid *who, const char *to,
+    const char *body, xmpp_stanza_t *html)
+{
+	char *from = contact_jid(b, who), id[32];
+	xmpp_stanza_t *m = new_stanza(b, "message", from, to, "chat");
+
+	snprintf(id, sizeof(id), "bg-%lu", ++b->serial);
+	xmpp_stanza_set_id(m, id);
+	if (body != NULL)
+		stanza_add_text_child(m, "body", body);
+	if (html != NULL)
+		xmpp_stanza_add_child_ex(m, html, 0);
+	free(from);
+	return m;
+}
+
+/*
+ * The server cannot take it now: the message waits in the store until the
+ * link is back (send_kept). Chat states are not kept; they would be stale.
+ */
+static void
+keep_for_link(struct bridge *b, struct user *u, struct contact *c,
+    const char *body, xmpp_stanza_t *html)
+{
+	struct store_msg m;
+	char who[BAREV_JID_STRLEN], *xhtml = NULL;
+	size_t len;
+
+	if (html != NULL && xmpp_stanza_to_text(html, &xhtml, &len) != 0)
+		xhtml = NULL;
+	memset(&m, 0, sizeof(m));
+	m.dir = STORE_TO_XMPP;
+	m.user_jid = u->jid;
+	m.to = c->who;
+	m.sender = barev_jid_format(&c->who, who);
+	m.body = body;
+	m.xhtml = xhtml;
+	m.created = (int64_t)time(NULL);
+	/* Committed on its own: a failed pass commit must not take it along. */
+	batch_commit(b);
+	if (store_msg_add(b->st, &m) == -1)
+		log_warn("bridge: message from %s to %s lost: link down and "
+			 "the store failed",
+		    who, u->jid);
+	else
+		log_info("bridge: message from %s to %s kept until the link "
+			 "is up",
+		    who, u->jid);
+	if (xhtml != NULL)
+		xmpp_free(b->ctx, xhtml);
 }
 
 /* Presence from a contact's JID to a user. */
@@ -1783,10 +1840,92 @@ probe_user(struct user *u, void *arg)
 	xsend(b, new_stanza(b, "presence", b->domain, u->jid, "probe"));
 }
 
+struct kept {
+	struct bridge *b;
+	int64_t *sent; /* ids, deleted after the walk */
+	size_t n, cap;
+};
+
+static int
+send_kept_one(void *arg, const struct store_msg *m)
+{
+	struct kept *k = arg;
+	struct bridge *b = k->b;
+	struct user *u = users_get(b->users, m->user_jid);
+	xmpp_stanza_t *msg, *html = NULL, *delay;
+	char stamp[32];
+	time_t t = (time_t)m->created;
+	struct tm tm;
+
+	if (u != NULL) {
+		if (m->xhtml != NULL)
+			html = xmpp_stanza_new_from_string(b->ctx, m->xhtml);
+		msg = chat_to_user(b, &m->to, u->jid, m->body, html);
+		/* XEP-0203: the user's client shows when it was written. */
+		gmtime_r(&t, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		delay = stanza_add_child(msg, "delay", NS_DELAY);
+		xmpp_stanza_set_attribute(delay, "from", b->domain);
+		xmpp_stanza_set_attribute(delay, "stamp", stamp);
+		if (b->net.xmpp_send(b->net.xmpp_arg, msg) == -1) {
+			xmpp_stanza_release(msg);
+			return 1; /* down again: the rest waits */
+		}
+		xmpp_stanza_release(msg);
+	}
+	if (k->n == k->cap) {
+		k->cap = k->cap ? 2 * k->cap : 64;
+		k->sent = xrealloc(k->sent, k->cap * sizeof(*k->sent));
+	}
+	k->sent[k->n++] = m->id;
+	return 0;
+}
+
+/* What Barev contacts wrote while the link was down, oldest first. */
+static void
+send_kept(struct bridge *b)
+{
+	struct kept k = { b, NULL, 0, 0 };
+	size_t i;
+
+	if (store_msg_each_to_xmpp(b->st, send_kept_one, &k) == -1)
+		log_warn("bridge: could not read the messages kept for the "
+			 "link; they stay stored");
+	if (k.n > 0) {
+		batch_open(b);
+		for (i = 0; i < k.n; i++)
+			store_msg_del(b->st, k.sent[i]);
+		log_info("bridge: %zu kept messages sent to the server", k.n);
+	}
+	free(k.sent);
+}
+
 void
 bridge_link_up(struct bridge *b)
 {
+	b->link_up = 1;
 	users_each(b->users, probe_user, b);
+	send_kept(b);
+}
+
+static void
+forget_user(struct user *u, void *arg)
+{
+	struct bridge *b = arg;
+
+	if (user_forget_resources(u))
+		went_offline(b, u);
+}
+
+void
+bridge_link_down(struct bridge *b)
+{
+	b->link_up = 0;
+	/*
+	 * Users may log out meanwhile and nobody would tell us: Barev sees
+	 * them offline until the server's answers to our probes say more.
+	 */
+	users_each(b->users, forget_user, b);
 }
 
 /* --- from the Barev engine -------------------------------------------- */
@@ -1970,7 +2109,7 @@ contact_message(
     struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
 {
 	const char *type = xmpp_stanza_get_type(st);
-	char *body = text_of(st, "body", NULL), *from, id[32];
+	char *body = text_of(st, "body", NULL), who[BAREV_JID_STRLEN];
 	const char *state = chat_state_of(st);
 	xmpp_stanza_t *m, *html, *ev;
 
@@ -1983,20 +2122,21 @@ contact_message(
 							    : "active";
 	if (body == NULL && state == NULL)
 		goto out;
-	from = contact_jid(b, &c->who);
-	m = new_stanza(b, "message", from, u->jid, "chat");
-	snprintf(id, sizeof(id), "bg-%lu", ++b->serial);
-	xmpp_stanza_set_id(m, id);
-	if (body != NULL)
-		stanza_add_text_child(m, "body", body);
-	if (body != NULL && (html = stanza_child(st, "html", NS_XHTML_IM)))
-		xmpp_stanza_add_child_ex(m, xmpp_stanza_copy(html), 0);
+	html = body != NULL ? stanza_child(st, "html", NS_XHTML_IM) : NULL;
+	m = chat_to_user(b, &c->who, u->jid, body,
+	    html != NULL ? xmpp_stanza_copy(html) : NULL);
 	if (state != NULL)
 		stanza_add_child(m, state, NS_CHATSTATES);
 	else if (body != NULL)
 		stanza_add_child(m, "active", NS_CHATSTATES);
-	xsend(b, m);
-	free(from);
+	if (b->link_up && b->net.xmpp_send(b->net.xmpp_arg, m) == 0)
+		;
+	else if (body != NULL)
+		keep_for_link(b, u, c, body, html);
+	else
+		log_debug("bridge: chat state from %s dropped, link down",
+		    barev_jid_format(&c->who, who));
+	xmpp_stanza_release(m);
 out:
 	free(body);
 }

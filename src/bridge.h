@@ -41,6 +41,8 @@ void bridge_set_conf(struct bridge *b, const struct conf *conf);
 int bridge_xmpp(struct bridge *b, xmpp_stanza_t *stanza);
 /* The component link is up: ask the server for every user's presence. */
 void bridge_link_up(struct bridge *b);
+/* The link is down: users are offline towards Barev; messages to them wait. */
+void bridge_link_down(struct bridge *b);
 /* Features the gateway JID offers because of the bridge (disco#info). */
 extern const char *const bridge_features[];
 

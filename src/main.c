@@ -75,6 +75,9 @@ on_link_up(void *arg)
 static void
 on_link_down(void *arg)
 {
+	struct gateway *gw = arg;
+
+	bridge_link_down(gw->bridge);
 }
 
 /* The bridge first (users, contacts); what it does not take, the service. */

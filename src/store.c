@@ -147,6 +147,7 @@ enum stmt {
 	S_PENDING_EACH,
 	S_MSG_ADD,
 	S_MSG_EACH_FOR,
+	S_MSG_TO_XMPP,
 	S_MSG_DEL,
 	S_MSG_EXPIRED,
 	S_MSG_DEL_EXPIRED,
@@ -227,6 +228,9 @@ static const struct {
 	[S_MSG_EACH_FOR] = { "msg each",
 	    "SELECT " MSG_COLS " FROM queue WHERE user_jid = ?1 AND nick = ?2"
 	    " AND addr = ?3 AND direction = 0 AND id > ?4 ORDER BY id" },
+	/* Only at link-up, and rare: a scan beats an index every insert pays. */
+	[S_MSG_TO_XMPP] = { "msg to xmpp",
+	    "SELECT " MSG_COLS " FROM queue WHERE direction = 1 ORDER BY id" },
 	[S_MSG_DEL] = { "msg del", "DELETE FROM queue WHERE id = ?1" },
 	[S_MSG_EXPIRED] = { "msg expired",
 	    "SELECT " MSG_COLS " FROM queue"
@@ -1172,6 +1176,18 @@ store_msg_each_after(struct store *st, const char *user_jid,
 	    sqlite3_bind_int64(s, 4, after) != SQLITE_OK)
 		return bind_failed(st, S_MSG_EACH_FOR, s);
 	return walk(st, S_MSG_EACH_FOR, s, msg_row, &w);
+}
+
+int
+store_msg_each_to_xmpp(struct store *st,
+    int (*fn)(void *arg, const struct store_msg *m), void *arg)
+{
+	struct msg_walk w = { fn, arg, 0 };
+	sqlite3_stmt *s;
+
+	if ((s = stmt_get(st, S_MSG_TO_XMPP)) == NULL)
+		return -1;
+	return walk(st, S_MSG_TO_XMPP, s, msg_row, &w);
 }
 
 int

@@ -46,10 +46,10 @@ struct store_contact {
 	int sub_from; /* the contact may see the user's presence */
 };
 
-/* Which way a queued message goes; only STORE_TO_BAREV is used so far. */
+/* Which way a queued message goes. */
 enum store_dir {
 	STORE_TO_BAREV = 0, /* from an XMPP user to a Barev contact */
-	STORE_TO_XMPP = 1, /* reserved: from a Barev contact to a user */
+	STORE_TO_XMPP = 1, /* from a Barev contact to a user, link down */
 };
 
 /* The strings are borrowed: the caller's for store_msg_add, SQLite's in a walk. */
@@ -153,6 +153,9 @@ int store_msg_each_for(struct store *st, const char *user_jid,
 /* The same from the first id above after: what a pipe has not been given yet. */
 int store_msg_each_after(struct store *st, const char *user_jid,
     const struct barev_jid *to, int64_t after,
+    int (*fn)(void *arg, const struct store_msg *m), void *arg);
+/* Every STORE_TO_XMPP message (to = the contact that sent it), in id order. */
+int store_msg_each_to_xmpp(struct store *st,
     int (*fn)(void *arg, const struct store_msg *m), void *arg);
 int store_msg_del(struct store *st, int64_t id);
 /*

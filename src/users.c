@@ -52,10 +52,9 @@ contact_free(struct contact *c)
 }
 
 static void
-user_free(struct user *u)
+resources_free(struct user *u)
 {
 	struct resource *r;
-	struct contact *c;
 
 	while ((r = u->resources) != NULL) {
 		u->resources = r->next;
@@ -63,6 +62,14 @@ user_free(struct user *u)
 		free(r->status);
 		free(r);
 	}
+}
+
+static void
+user_free(struct user *u)
+{
+	struct contact *c;
+
+	resources_free(u);
 	while ((c = u->contacts) != NULL) {
 		u->contacts = c->next;
 		contact_free(c);
@@ -394,4 +401,14 @@ int
 user_online(const struct user *u)
 {
 	return u->resources != NULL;
+}
+
+int
+user_forget_resources(struct user *u)
+{
+	int was = user_online(u);
+
+	resources_free(u);
+	shown_clear(&u->sent);
+	return was;
 }

@@ -86,6 +86,8 @@ void user_contact_remove(struct user *u, struct contact *c);
 int user_presence(struct user *u, const char *full_jid, xmpp_stanza_t *pres,
     const struct shown **now);
 int user_online(const struct user *u);
+/* Drops every resource (the server can no longer tell); 1 if u was online. */
+int user_forget_resources(struct user *u);
 
 void shown_set(
     struct shown *s, int available, enum barev_show show, const char *status);

@@ -295,8 +295,8 @@ class GatewayRun:
     def log_since(self, start=0):
         return self.gw.log_since(start)
 
-    def wait_log(self, regex, timeout=5.0, start=0):
-        return self.gw.wait_log(regex, timeout, start)
+    def wait_log(self, regex, timeout=5.0, start=0, count=1):
+        return self.gw.wait_log(regex, timeout, start, count)
 
     def kill_now(self):
         if self.gw is not None:

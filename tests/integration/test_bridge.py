@@ -14,7 +14,9 @@ TEST_ONLY=REGEX runs only the matching scenarios (e.g. "prosody: " or
 TEST_TIMES=1 prints durations.
 """
 
+import calendar
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +27,7 @@ import harness as h  # noqa: E402
 import barevnet as bn  # noqa: E402
 import bridgenet as B  # noqa: E402
 from bridgenet import (COMPONENT, COMPONENT2, GW2, NS_CHATSTATES,  # noqa: E402
-                       NS_GATEWAY, NS_REGISTER, NS_XDATA, NS_XHTML,
+                       NS_DELAY, NS_GATEWAY, NS_REGISTER, NS_XDATA, NS_XHTML,
                        NS_XHTML_IM, NS_RECEIPTS, NS_VCARD, C, q,
                        show, is_pres, is_msg, is_state, is_receipt, is_error,
                        b_is_pres, b_is_msg, b_is_state, b_is_ack, body_of,
@@ -39,6 +41,7 @@ CLYDE = "Clyde@%s" % bn.peer_addr(3)   # raw peer shared by alice and bob
 BLINKY_NICK, BLINKY_I = "Blinky", 4    # RefPeer: kill -9 in a burst
 SUE_NICK, SUE_I = "Sue", 5             # RefPeer: restart of the gateway
 DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
+OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
 EXPIRY_LIFETIME = 2.0
@@ -1172,6 +1175,68 @@ NS_COMMANDS = "http://jabber.org/protocol/commands"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
 
+def server_outage(w):
+    """The server goes away. Barev contacts see alice offline at once: the
+    gateway can no longer know that she stays. What they write meanwhile
+    waits in the gateway and reaches her, stamped with when it was written,
+    once the server is back; her pipes come back with her."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    peer = w.raw_peer(OTTO_I, OTTO_NICK)
+    B.add_contact(alice, peer.jid)
+    pipe = peer.expect_dial(ALICE_B)
+    pipe.wait(b_is_pres(None))
+    srv = w.server()
+    mark = gw.mark()
+    # Killed: a server that stops cleanly says every user left first.
+    srv.kill_now()
+    pipe.wait(b_is_pres("unavailable"), 10)
+    pipe.wait_end(5)
+    # Otto dials in while the server is down and writes twice.
+    pipe = peer.dial(ALICE_B, gw.listen_port)
+    pipe.wait(b_is_pres("unavailable"), 5)
+    t_written = time.time()
+    pipe.send(b'<message type="chat"><body>while the server was down'
+              b'</body><html xmlns="%s"><body xmlns="%s"><b>bold</b>'
+              b'</body></html></message>'
+              % (NS_XHTML_IM.encode(), NS_XHTML.encode()))
+    pipe.send(b'<message type="chat"><body>and again</body></message>')
+    gw.wait_log(r"bridge: message from %s to alice@\S+ kept until the "
+                r"link is up" % re.escape(peer.jid), 5, start=mark,
+                count=2)
+    assert_eq(gw.db("SELECT count(*) FROM queue WHERE direction = 1")[0][0],
+              2, "messages kept for the link")
+    srv.start()
+    gw.wait_log(r"bridge: 2 kept messages sent to the server", 15,
+                start=mark)
+    alice = w.user("alice")
+    first = alice.take(is_msg(peer.cjid, "while the server was down"), 10,
+                       what="the first message written during the outage")
+    second = alice.take(is_msg(peer.cjid, "and again"), 5,
+                        what="the second message written during the outage")
+    got = [m for m in alice.all(is_msg(peer.cjid))
+           if body_of(m) in ("while the server was down", "and again")]
+    assert_eq([body_of(m) for m in got],
+              ["while the server was down", "and again"], "order, once each")
+    for m in (first, second):
+        d = m.find(q(NS_DELAY, "delay"))
+        if d is None:
+            raise AssertionError("no XEP-0203 delay: %s" % show(m))
+        stamp = calendar.timegm(time.strptime(d.get("stamp"),
+                                              "%Y-%m-%dT%H:%M:%SZ"))
+        if abs(stamp - t_written) > 2:
+            raise AssertionError("delay stamp %s is not when it was written "
+                                 "(%.0f): %s" % (d.get("stamp"), t_written,
+                                                 show(m)))
+    if first.find(q(NS_XHTML_IM, "html")) is None:
+        raise AssertionError("XHTML-IM lost while kept: %s" % show(first))
+    assert_eq(gw.db("SELECT count(*) FROM queue WHERE direction = 1")[0][0],
+              0, "kept messages once sent")
+    # alice is online again: the gateway tells Otto on the pipe it has.
+    pipe.wait(b_is_pres(None), 10)
+    gw.check_alive()
+
+
 def command(u, node, fields=None, action=None, sid=None):
     """Runs an ad-hoc command step; returns the <command/> of the answer."""
     x = ""
@@ -1278,6 +1343,9 @@ SCENARIOS = [
     ("disk full: each message delivered or refused, then flowing again",
      disk_full, 90),
     ("expiry: the sender gets recipient-unavailable", expiry_check, 90),
+    # Last: the server restarts, and every user's session with it.
+    ("server outage: users offline on Barev, messages kept for the link",
+     server_outage, 90),
 ]
 
 

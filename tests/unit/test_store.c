@@ -905,6 +905,14 @@ test_queue_order_across_reopen(void **state)
 	}
 	assert_int_equal(store_msg_count(fx->st), 7);
 
+	/* The walk at link-up sees the other way only, with what was kept. */
+	memset(&gs, 0, sizeof(gs));
+	assert_int_equal(store_msg_each_to_xmpp(fx->st, got_msg, &gs), 0);
+	assert_int_equal(gs.n, 1);
+	assert_int_equal(gs.g[0].id, inbound);
+	assert_string_equal(gs.g[0].body, "inbound");
+	assert_string_equal(gs.g[0].nick, "pinky");
+
 	/* Deleting the newest rows does not let their ids come back. */
 	assert_int_equal(store_msg_del(fx->st, inbound), 0);
 	assert_int_equal(store_msg_del(fx->st, id[5]), 0);
@@ -912,6 +920,9 @@ test_queue_order_across_reopen(void **state)
 	reopen(fx);
 	fresh = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "p4", 0);
 	assert_true(fresh > inbound);
+	memset(&gs, 0, sizeof(gs));
+	assert_int_equal(store_msg_each_to_xmpp(fx->st, got_msg, &gs), 0);
+	assert_int_equal(gs.n, 0);
 	memset(&gs, 0, sizeof(gs));
 	assert_int_equal(
 	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);

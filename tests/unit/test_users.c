@@ -162,6 +162,28 @@ test_presence_mapping(void **state)
 	users_free(us);
 }
 
+/* The link to the server went down: nothing it said of resources holds. */
+static void
+test_forget_resources(void **state)
+{
+	struct users *us = users_new();
+	struct barev_jid me = bj("alice@200:aaaa::1");
+	struct user *u = users_add(us, "alice@example.org", &me);
+
+	assert_false(user_forget_resources(u));
+	assert_true(feed(u, "alice@example.org/a",
+	    "<presence><show>away</show><status>out</status></presence>"));
+	assert_true(feed(u, "alice@example.org/b", "<presence/>"));
+	assert_true(user_forget_resources(u));
+	assert_false(user_online(u));
+	expect_sent(u, 0, BSHOW_NONE, NULL);
+	/* Back: told again, though it is what peers were told before. */
+	assert_true(feed(u, "alice@example.org/a",
+	    "<presence><show>away</show><status>out</status></presence>"));
+	expect_sent(u, 1, BSHOW_AWAY, "out");
+	users_free(us);
+}
+
 static void
 test_presence_two_resources(void **state)
 {
@@ -207,6 +229,7 @@ main(void)
 		cmocka_unit_test(test_lookup),
 		cmocka_unit_test(test_contacts),
 		cmocka_unit_test(test_presence_mapping),
+		cmocka_unit_test(test_forget_resources),
 		cmocka_unit_test(test_presence_two_resources),
 	};
 
