@@ -336,6 +336,13 @@ went_online(struct bridge *b, struct user *u)
 		/* A contact that dialled in while the user was away is told now. */
 		if (c->pipe_up)
 			send_user_presence(b, u, c);
+		else if (c->sub_to)
+			/*
+			 * A session that outlived a gateway crash or a lost
+			 * link may still show the contact online.
+			 */
+			presence_from_contact(
+			    b, &c->who, u->jid, "unavailable", NULL);
 		b->net.want(b->net.barev_arg, &u->id, &c->who,
 		    c->port ? c->port
 			    : (unsigned short)b->conf->barev_default_port);

@@ -42,6 +42,7 @@ BLINKY_NICK, BLINKY_I = "Blinky", 4    # RefPeer: kill -9 in a burst
 SUE_NICK, SUE_I = "Sue", 5             # RefPeer: restart of the gateway
 DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
+VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
 EXPIRY_LIFETIME = 2.0
@@ -1175,6 +1176,27 @@ NS_COMMANDS = "http://jabber.org/protocol/commands"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
 
+def stale_after_crash(w):
+    """alice stays logged in while the gateway is killed, and Vic goes away
+    meanwhile. The restarted gateway finds him unreachable and says so:
+    alice's client does not keep showing him online from before."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    peer = w.keep(B.RawPeer(VIC_I, VIC_NICK))
+    B.add_contact(alice, peer.jid)
+    m = alice.mark()
+    peer.expect_dial(ALICE_B)
+    alice.take(is_pres(peer.cjid, None), 5, since=m,
+               what="Vic online before the crash")
+    m = alice.mark()
+    gw.kill9()
+    peer.close()
+    gw.start()
+    alice.take(is_pres(peer.cjid, "unavailable"), 10, since=m,
+               what="Vic unavailable after the restart")
+    gw.check_alive()
+
+
 def server_outage(w):
     """The server goes away. Barev contacts see alice offline at once: the
     gateway can no longer know that she stays. What they write meanwhile
@@ -1343,6 +1365,8 @@ SCENARIOS = [
     ("disk full: each message delivered or refused, then flowing again",
      disk_full, 90),
     ("expiry: the sender gets recipient-unavailable", expiry_check, 90),
+    ("a contact gone during a crash is shown offline after it",
+     stale_after_crash),
     # Last: the server restarts, and every user's session with it.
     ("server outage: users offline on Barev, messages kept for the link",
      server_outage, 90),
