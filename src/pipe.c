@@ -143,18 +143,27 @@ queue_rest(struct pipe *p)
 	event_add(p->ev_write, NULL);
 }
 
-/* Writes now when nothing is queued, so each stanza tends to get its own segment. */
+/*
+ * One stanza, in parts, with a write of its own when nothing is queued:
+ * the Pascal library loses a stanza that shares a read with another, so
+ * stanzas never share a write (and, with TCP_NODELAY, rarely a segment).
+ */
 static void
-write_bytes(struct pipe *p, const char *data, size_t len)
+write_stanza(struct pipe *p, const struct iovec *part, int nparts)
 {
+	struct msghdr mh;
 	ssize_t n = 0;
+	size_t skip;
+	int i;
 
-	if (p->state == PIPE_DEAD || p->state == PIPE_CLOSING || p->shut_wr ||
-	    len == 0)
+	if (p->state == PIPE_DEAD || p->state == PIPE_CLOSING || p->shut_wr)
 		return;
 	p->wrote_any = 1;
 	if (evbuffer_get_length(p->out) == 0) {
-		n = send(p->fd, data, len, MSG_NOSIGNAL);
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = (struct iovec *)(uintptr_t)part;
+		mh.msg_iovlen = (size_t)nparts;
+		n = sendmsg(p->fd, &mh, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR) {
@@ -166,10 +175,24 @@ write_bytes(struct pipe *p, const char *data, size_t len)
 			n = 0;
 		}
 	}
-	if ((size_t)n == len)
-		return;
-	evbuffer_add(p->out, data + n, len - (size_t)n);
+	for (i = 0, skip = (size_t)n; i < nparts; i++) {
+		if (skip >= part[i].iov_len) {
+			skip -= part[i].iov_len;
+			continue;
+		}
+		evbuffer_add(p->out, (const char *)part[i].iov_base + skip,
+		    part[i].iov_len - skip);
+		skip = 0;
+	}
 	queue_rest(p);
+}
+
+static void
+write_bytes(struct pipe *p, const char *data, size_t len)
+{
+	struct iovec v = { (void *)(uintptr_t)data, len };
+
+	write_stanza(p, &v, 1);
 }
 
 static void
@@ -714,6 +737,10 @@ pipe_send(struct pipe *p, xmpp_stanza_t *st)
 void
 pipe_send_chat(struct pipe *p, const char *inner, size_t len, uint64_t token)
 {
+	char head[2 * BAREV_JID_STRLEN + 64];
+	struct iovec part[3];
+	int n;
+
 	if (p->state != PIPE_OPEN) {
 		p->cb->confirmed(p->cb_arg, p, token, PIPE_LOST);
 		return;
@@ -727,12 +754,18 @@ pipe_send_chat(struct pipe *p, const char *inner, size_t len, uint64_t token)
 	p->confirms[p->nconfirms].token = token;
 	p->confirms[p->nconfirms].sent_at = clock_now();
 	p->nconfirms++;
-	p->wrote_any = 1;
-	evbuffer_add_printf(p->out,
+	n = snprintf(head, sizeof(head),
 	    "<message type=\"chat\" from=\"%s\" to=\"%s\">", p->local_text,
 	    p->remote_text);
-	evbuffer_add(p->out, inner, len);
-	evbuffer_add(p->out, "</message>", 10);
+	part[0].iov_base = head;
+	part[0].iov_len = (size_t)n;
+	part[1].iov_base = (void *)(uintptr_t)inner;
+	part[1].iov_len = len;
+	part[2].iov_base = (void *)(uintptr_t) "</message>";
+	part[2].iov_len = 10;
+	write_stanza(p, part, 3);
+	if (p->state != PIPE_OPEN)
+		return; /* the write failed: reported lost already */
 	p->ack_token = token;
 	if (!p->ack_owed) {
 		p->ack_owed = 1;
@@ -744,25 +777,22 @@ pipe_send_chat(struct pipe *p, const char *inner, size_t len, uint64_t token)
 
 /*
  * The end of the loop pass: one ping after the pass's chat messages, whose
- * answer confirms them all (TCP keeps order), and one write for the lot.
+ * answer confirms them all (TCP keeps order).
  */
 static void
 on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	struct pipe *p = arg;
+	char buf[2 * BAREV_JID_STRLEN + 128];
 
 	if (!p->ack_owed || p->state != PIPE_OPEN)
 		return;
 	p->ack_owed = 0;
-	evbuffer_add_printf(p->out,
+	snprintf(buf, sizeof(buf),
 	    "<iq type=\"get\" id=\"ack-%llu\" from=\"%s\" to=\"%s\">"
 	    "<ping xmlns=\"" NS_PING "\"/></iq>",
 	    (unsigned long long)p->ack_token, p->local_text, p->remote_text);
-	if (out_write(p) < 0 && errno != EAGAIN && errno != EINTR) {
-		pipe_dead(p, errno == ECONNRESET ? "reset" : "write-error");
-		return;
-	}
-	queue_rest(p);
+	write_str(p, buf);
 }
 
 static void

@@ -1,4 +1,4 @@
-/* One pipe over a socketpair: what happens to a confirmed send when the peer is gone. */
+/* One pipe over a socketpair: confirmed sends, and how they are written. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -77,48 +77,116 @@ static const struct pipe_cb callbacks = {
 	cb_dead,
 };
 
-/* Regression: a token sent as the pipe died was never reported. */
+/* A pipe at sv[0] that bob, at sv[1], has opened with his header. */
+struct fx {
+	struct event_base *base;
+	xmpp_ctx_t *ctx;
+	struct pipe_params params;
+	struct seen seen;
+	struct pipe *p;
+	int sv[2];
+};
+
 static void
-test_confirmed_send_on_a_dying_pipe(void **state)
+fx_open(struct fx *f, int type)
 {
 	static const char header[] =
 	    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<stream:stream "
 	    "xmlns=\"jabber:client\" xmlns:stream=\"http://etherx.jabber.org/"
 	    "streams\" from=\"bob@201:bbbb::1\" to=\"alice@200:aaaa::1\">";
-	struct pipe_params params = { 30, 10, 3, 10, 10, 5, 1 << 20,
+	const struct pipe_params params = { 30, 10, 3, 10, 10, 5, 1 << 20,
 		{ 65536, 32, 4096 } };
-	struct event_base *base = event_base_new();
-	xmpp_ctx_t *ctx = xmpp_ctx_new(NULL, NULL);
 	struct in6_addr peer = IN6ADDR_LOOPBACK_INIT;
-	struct seen seen;
-	struct pipe *p;
-	int sv[2], i;
+	int i;
 
-	memset(&seen, 0, sizeof(seen));
+	memset(f, 0, sizeof(*f));
+	f->params = params;
+	f->base = event_base_new();
+	f->ctx = xmpp_ctx_new(NULL, NULL);
 	assert_int_equal(
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	p = pipe_new(base, ctx, 1, PIPE_INBOUND, sv[0], &peer, &params,
-	    &callbacks, &seen);
-	assert_int_equal(write(sv[1], header, sizeof(header) - 1),
+	    socketpair(AF_UNIX, type | SOCK_NONBLOCK, 0, f->sv), 0);
+	f->p = pipe_new(f->base, f->ctx, 1, PIPE_INBOUND, f->sv[0], &peer,
+	    &f->params, &callbacks, &f->seen);
+	assert_int_equal(write(f->sv[1], header, sizeof(header) - 1),
 	    (ssize_t)sizeof(header) - 1);
-	for (i = 0; i < 100 && !seen.opened; i++)
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	assert_true(seen.opened);
-	assert_int_equal(pipe_state(p), PIPE_OPEN);
+	for (i = 0; i < 100 && !f->seen.opened; i++)
+		event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_true(f->seen.opened);
+	assert_int_equal(pipe_state(f->p), PIPE_OPEN);
+}
 
-	close(sv[1]); /* the peer is gone: our next write fails */
-	pipe_send_chat(p, "<body>hi</body>", 15, 42);
-	assert_int_equal(seen.reports, 0); /* written at the end of the pass */
-	for (i = 0; i < 100 && !seen.dead; i++)
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	assert_true(seen.dead);
-	assert_int_equal(seen.reports, 1);
-	assert_int_equal(seen.token, 42);
-	assert_int_equal(seen.how, PIPE_LOST);
+static void
+fx_close(struct fx *f)
+{
+	pipe_free(f->p);
+	if (f->sv[1] != -1)
+		close(f->sv[1]);
+	xmpp_ctx_free(f->ctx);
+	event_base_free(f->base);
+}
 
-	pipe_free(p);
-	xmpp_ctx_free(ctx);
-	event_base_free(base);
+/* Regression: a token sent as the pipe died was never reported. */
+static void
+test_confirmed_send_on_a_dying_pipe(void **state)
+{
+	struct fx f;
+	int i;
+
+	fx_open(&f, SOCK_STREAM);
+	close(f.sv[1]); /* the peer is gone: our next write fails */
+	f.sv[1] = -1;
+	pipe_send_chat(f.p, "<body>hi</body>", 15, 42);
+	for (i = 0; i < 100 && !f.seen.dead; i++)
+		event_base_loop(f.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_true(f.seen.dead);
+	assert_int_equal(f.seen.reports, 1);
+	assert_int_equal(f.seen.token, 42);
+	assert_int_equal(f.seen.how, PIPE_LOST);
+	fx_close(&f);
+}
+
+/*
+ * The Pascal library loses a stanza that shares a read with another: each
+ * chat message and the pass's ack ping get a write of their own. A
+ * SOCK_SEQPACKET pair keeps write boundaries, so each recv is one write.
+ */
+static void
+test_each_stanza_its_own_write(void **state)
+{
+	static const char *const want[] = {
+		"<message type=\"chat\" from=\"alice@200:aaaa::1\" "
+		"to=\"bob@201:bbbb::1\"><body>one</body></message>",
+		"<message type=\"chat\" from=\"alice@200:aaaa::1\" "
+		"to=\"bob@201:bbbb::1\"><body>two</body></message>",
+		"<message type=\"chat\" from=\"alice@200:aaaa::1\" "
+		"to=\"bob@201:bbbb::1\"><body>three</body></message>",
+		"<iq type=\"get\" id=\"ack-3\" from=\"alice@200:aaaa::1\" "
+		"to=\"bob@201:bbbb::1\"><ping xmlns=\"urn:xmpp:ping\"/></iq>",
+	};
+	struct fx f;
+	char buf[4096];
+	ssize_t n;
+	size_t k;
+
+	fx_open(&f, SOCK_SEQPACKET);
+	/* Our header answers bob's, in one write. */
+	assert_true(recv(f.sv[1], buf, sizeof(buf), 0) > 0);
+	assert_int_equal(recv(f.sv[1], buf, sizeof(buf), 0), -1);
+
+	/* Three messages in one pass, then the end of the pass. */
+	pipe_send_chat(f.p, "<body>one</body>", 16, 1);
+	pipe_send_chat(f.p, "<body>two</body>", 16, 2);
+	pipe_send_chat(f.p, "<body>three</body>", 18, 3);
+	event_base_loop(f.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	for (k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
+		n = recv(f.sv[1], buf, sizeof(buf) - 1, 0);
+		assert_true(n > 0);
+		buf[n] = '\0';
+		assert_string_equal(buf, want[k]);
+	}
+	assert_int_equal(recv(f.sv[1], buf, sizeof(buf), 0), -1);
+	assert_int_equal(f.seen.reports, 0);
+	fx_close(&f);
 }
 
 int
@@ -126,6 +194,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_confirmed_send_on_a_dying_pipe),
+		cmocka_unit_test(test_each_stanza_its_own_write),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
