@@ -305,6 +305,14 @@ is_plain_available(xmpp_stanza_t *presence)
 	    stanza_child(presence, "status", NULL) == NULL;
 }
 
+/* After any ping: being pinged resets the peer's view of us to available. */
+static void
+repeat_presence(struct pipe *p)
+{
+	if (p->presence != NULL && !is_plain_available(p->presence))
+		send_stanza_text(p, p->presence);
+}
+
 static void
 send_ping(struct pipe *p)
 {
@@ -319,9 +327,7 @@ send_ping(struct pipe *p)
 	write_str(p, buf);
 	p->ping_pending = 1;
 	p->ping_sent_at = clock_now();
-	/* Being pinged resets the peer's view of us to plain available. */
-	if (p->presence != NULL && !is_plain_available(p->presence))
-		send_stanza_text(p, p->presence);
+	repeat_presence(p);
 	timer_after(p->ev_timer, p->params->ping_timeout);
 }
 
@@ -793,6 +799,7 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 	    "<ping xmlns=\"" NS_PING "\"/></iq>",
 	    (unsigned long long)p->ack_token, p->local_text, p->remote_text);
 	write_str(p, buf);
+	repeat_presence(p);
 }
 
 static void

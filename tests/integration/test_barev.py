@@ -524,8 +524,8 @@ def pings_answered():
 
 def presence_repeated_after_ping():
     """The reference client shows its pinger as available again whenever it
-    is pinged: after each keepalive ping the gateway repeats a presence that
-    is not plain available."""
+    is pinged: after each ping, keepalive or the one that confirms messages,
+    the gateway repeats a presence that is not plain available."""
     with bn.Scope() as s:
         d = gateway(s, barev={"ping_interval": 1.0, "ping_timeout": 5.0})
         c = dial_in(s, d, BOB)
@@ -554,6 +554,23 @@ def presence_repeated_after_ping():
                            "the next keepalive ping")
         c.send('<iq type="result" id="%s"/>' % ping2.get("id"))
         c.expect_silence(0.5, "a repeated presence")
+        # The ping that confirms a message counts as much.
+        d.send_ok(ALICE, BOB, "<presence><show>dnd</show></presence>")
+        c.wait_for(lambda e: bn.name_of(e) == "presence"
+                   and "dnd" in bn.show(e), 3, "the dnd presence")
+        body = text("while busy")
+        r = d.send(ALICE, BOB, "<body>%s</body>" % body, token=7)
+        assert r == "sent", "sendc answered %r" % r
+        ack = c.wait_for(lambda e: bn.ping_ns(e) is not None
+                         and e.get("id", "").startswith("ack-"), 3,
+                         "the ping after the message")
+        # Right after it: a keepalive ping (every second here) repeats it
+        # too, so only what follows the ack ping itself counts.
+        i = c.items.index(ack)
+        c.wait(lambda: len(c.items) > i + 1, 3, "what follows the ping")
+        again = c.items[i + 1]
+        assert bn.name_of(again) == "presence" and "dnd" in bn.show(again), \
+            "after the message's ping: %s" % bn.show(again)
 
 
 def unknown_iq():
