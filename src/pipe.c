@@ -64,6 +64,14 @@ struct pipe {
 	int shut_wr;
 	int peer_ended;
 	double opened_at;
+	/*
+	 * The peer has sent a stanza since the headers. The newest Pidgin
+	 * plugin says nothing at all, and drops all we send, to a nick it
+	 * does not list: only a peer that spoke may have its silence taken
+	 * as delivery.
+	 */
+	int heard;
+	int silence_logged;
 	double last_rx;
 	unsigned ping_misses;
 	int ping_pending;
@@ -368,7 +376,11 @@ ack_received(struct pipe *p, const char *id)
 	}
 }
 
-/* Peers that never answer pings (the Pascal library) must not stall delivery. */
+/*
+ * Peers that never answer pings (the Pascal library) must not stall
+ * delivery; a peer that has said nothing at all keeps its messages
+ * unconfirmed until the pipe dies, and they are sent again.
+ */
 static double
 expire_confirms(struct pipe *p, double now)
 {
@@ -377,6 +389,18 @@ expire_confirms(struct pipe *p, double now)
 	while (n < p->nconfirms &&
 	    now - p->confirms[n].sent_at >= p->params->ping_timeout)
 		n++;
+	if (n > 0 && !p->heard) {
+		if (!p->silence_logged)
+			log_info("pipe %llu: %s has sent nothing since the "
+				 "stream headers, so its client probably does "
+				 "not list %s as a contact (the newest Pidgin "
+				 "plugin then ignores all we send); messages "
+				 "to it wait",
+			    (unsigned long long)p->id, p->remote_text,
+			    p->local_text);
+		p->silence_logged = 1;
+		return -1;
+	}
 	settle_confirms(p, n, PIPE_ASSUMED);
 	if (p->nconfirms == 0)
 		return -1;
@@ -523,6 +547,9 @@ xs_stanza(void *arg, xmpp_stanza_t *st)
 	if (p->state != PIPE_OPEN &&
 	    !(p->state == PIPE_CLOSING && p->opened_at > 0))
 		return;
+	if (!p->heard && p->state == PIPE_OPEN && p->nconfirms > 0)
+		timer_after(p->ev_timer, 0); /* their silence may count now */
+	p->heard = 1;
 	if (strcmp(name, "error") == 0 && ns != NULL &&
 	    strcmp(ns, XSTREAM_NS_STREAMS) == 0) {
 		cond = stanza_first_tag(st);

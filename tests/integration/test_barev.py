@@ -573,6 +573,28 @@ def presence_repeated_after_ping():
             "after the message's ping: %s" % bn.show(again)
 
 
+def silent_peer():
+    """The newest Pidgin plugin says nothing at all, and drops everything, on
+    a stream from a nick it does not list: a message to such a peer is
+    never taken as delivered for want of an answer, and the log says why in
+    words; once the peer speaks, silence counts again."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"ping_timeout": 0.5})
+        c = dial_in(s, d, BOB, presence=False)
+        start = d.mark()
+        r = d.send(ALICE, BOB, "<body>%s</body>" % text("unheard"), token=1)
+        assert r == "sent", "sendc 1 answered %r" % r
+        c.wait_for(bn.ping_ns, 3, "the ping after the message")
+        time.sleep(1.5)  # three ping_timeouts
+        got = d.find_lines(r"^confirmed 1 ", start)
+        assert not got, "a silent peer's message was taken as: %s" % got
+        assert "has sent nothing since the stream headers" in d.log_text(), \
+            "no word in the log about a peer that has said nothing"
+        c.send(b"<presence/>")
+        f = d.wait_line(r"^confirmed 1 (\S+)$", 3, start)
+        assert f.group(1) == "assumed", "token 1: %s" % f.group(1)
+
+
 def unknown_iq():
     """An iq get nobody understands: passed up, then service-unavailable."""
     with bn.Scope() as s:
@@ -1047,6 +1069,7 @@ TESTS = [
     ("presence repeated after our ping unless plain available",
      presence_repeated_after_ping),
     ("unknown iq get: service-unavailable", unknown_iq),
+    ("a silent peer's messages are never taken as delivered", silent_peer),
     ("confirmed sends: confirmed, assumed, lost, not up",
      confirmed_sends),
     ("a peer that stops answering pings is dead", dead_peer),

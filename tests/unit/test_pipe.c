@@ -189,12 +189,55 @@ test_each_stanza_its_own_write(void **state)
 	fx_close(&f);
 }
 
+static void
+run_for(struct fx *f, double seconds)
+{
+	struct timeval tv = { 0, (suseconds_t)(seconds * 1e6) };
+
+	event_base_loopexit(f->base, &tv);
+	event_base_dispatch(f->base);
+}
+
+/*
+ * The newest Pidgin plugin says nothing, and drops all we send, to a nick
+ * it does not list: a peer's silence counts as delivery only once it has
+ * said something since the headers.
+ */
+static void
+test_silent_peer_confirms_nothing(void **state)
+{
+	static const char presence[] = "<presence/>";
+	struct fx f;
+
+	fx_open(&f, SOCK_STREAM);
+	f.params.ping_timeout = 0.2;
+	pipe_send_chat(f.p, "<body>one</body>", 16, 1);
+	run_for(&f, 0.6);
+	assert_int_equal(f.seen.reports, 0);
+	assert_int_equal(pipe_state(f.p), PIPE_OPEN);
+
+	assert_int_equal(write(f.sv[1], presence, sizeof(presence) - 1),
+	    (ssize_t)sizeof(presence) - 1);
+	run_for(&f, 0.6);
+	assert_int_equal(f.seen.reports, 1);
+	assert_int_equal(f.seen.token, 1);
+	assert_int_equal(f.seen.how, PIPE_ASSUMED);
+
+	pipe_send_chat(f.p, "<body>two</body>", 16, 2);
+	run_for(&f, 0.6);
+	assert_int_equal(f.seen.reports, 2);
+	assert_int_equal(f.seen.token, 2);
+	assert_int_equal(f.seen.how, PIPE_ASSUMED);
+	fx_close(&f);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_confirmed_send_on_a_dying_pipe),
 		cmocka_unit_test(test_each_stanza_its_own_write),
+		cmocka_unit_test(test_silent_peer_confirms_nothing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
