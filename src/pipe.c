@@ -389,33 +389,44 @@ expire_confirms(struct pipe *p, double now)
 	while (n < p->nconfirms &&
 	    now - p->confirms[n].sent_at >= p->params->ping_timeout)
 		n++;
-	if (n > 0 && !p->heard) {
-		if (!p->silence_logged)
-			log_info("pipe %llu: %s has sent nothing since the "
-				 "stream headers, so its client probably does "
-				 "not list %s as a contact (the newest Pidgin "
-				 "plugin then ignores all we send); messages "
-				 "to it wait",
-			    (unsigned long long)p->id, p->remote_text,
-			    p->local_text);
-		p->silence_logged = 1;
+	if (n > 0 && !p->heard)
 		return -1;
-	}
 	settle_confirms(p, n, PIPE_ASSUMED);
 	if (p->nconfirms == 0)
 		return -1;
 	return p->params->ping_timeout - (now - p->confirms[0].sent_at);
 }
 
+/* Once per pipe, ping_timeout after the headers; else when it is due. */
+static double
+note_silence(struct pipe *p, double now)
+{
+	double due;
+
+	if (p->heard || p->silence_logged)
+		return -1;
+	due = p->params->ping_timeout - (now - p->opened_at);
+	if (due > 0)
+		return due;
+	log_info("pipe %llu: %s has sent nothing since the stream headers, so "
+		 "its client probably does not list %s as a contact (the "
+		 "newest Pidgin plugin then ignores all we send); messages to "
+		 "it wait",
+	    (unsigned long long)p->id, p->remote_text, p->local_text);
+	p->silence_logged = 1;
+	return -1;
+}
+
 /* One timer serves keepalive pings and confirmation deadlines. */
 static void
 keepalive(struct pipe *p)
 {
-	double now = clock_now(), idle, next, next_confirm;
+	double now = clock_now(), idle, next, next_confirm, next_note;
 
 	next_confirm = expire_confirms(p, now);
 	if (p->state != PIPE_OPEN)
 		return; /* the owner closed it while hearing of a confirmation */
+	next_note = note_silence(p, now);
 	idle = now - p->last_rx;
 	if (p->ping_pending) {
 		if (now - p->ping_sent_at >= p->params->ping_timeout) {
@@ -439,6 +450,8 @@ keepalive(struct pipe *p)
 		next = p->params->ping_interval - idle;
 	if (next_confirm >= 0 && next_confirm < next)
 		next = next_confirm;
+	if (next_note >= 0 && next_note < next)
+		next = next_note;
 	timer_after(p->ev_timer, next);
 }
 
@@ -470,7 +483,11 @@ open_pipe(struct pipe *p)
 {
 	set_state(p, PIPE_OPEN);
 	p->opened_at = clock_now();
-	timer_after(p->ev_timer, p->params->ping_interval);
+	/* The first wake-up may be to remark that the peer says nothing. */
+	timer_after(p->ev_timer,
+	    p->params->ping_timeout < p->params->ping_interval
+		? p->params->ping_timeout
+		: p->params->ping_interval);
 	p->cb->open(p->cb_arg, p);
 }
 

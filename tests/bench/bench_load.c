@@ -905,7 +905,10 @@ peer_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 		return;
 	}
 	if (kind == P_HEADER) {
-		/* The gateway dials: echo its from/to, as an acceptor does. */
+		/*
+		 * The gateway dials: echo its from/to, as an acceptor does,
+		 * and say we are here, as the reference client does.
+		 */
 		if (attr(s, len, "from", c->other, sizeof(c->other)) != 0 ||
 		    attr(s, len, "to", c->self, sizeof(c->self)) != 0)
 			die("peer: header without from/to");
@@ -913,7 +916,7 @@ peer_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 		    "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n"
 		    "<stream:stream xmlns=\"jabber:client\" "
 		    "xmlns:stream=\"http://etherx.jabber.org/streams\" "
-		    "from=\"%s\" to=\"%s\">",
+		    "from=\"%s\" to=\"%s\"><presence/>",
 		    c->self, c->other);
 		conn_sendstr(c, buf);
 		/* The chunk this pipe sends in bulk runs. */
