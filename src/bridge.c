@@ -2136,13 +2136,14 @@ contact_message(
 		stanza_add_child(m, state, NS_CHATSTATES);
 	else if (body != NULL)
 		stanza_add_child(m, "active", NS_CHATSTATES);
-	if (b->link_up && b->net.xmpp_send(b->net.xmpp_arg, m) == 0)
-		;
-	else if (body != NULL)
-		keep_for_link(b, u, c, body, html);
-	else
-		log_debug("bridge: chat state from %s dropped, link down",
-		    barev_jid_format(&c->who, who));
+	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1) {
+		if (body != NULL)
+			keep_for_link(b, u, c, body, html);
+		else
+			log_debug("bridge: chat state from %s dropped, link "
+				  "down",
+			    barev_jid_format(&c->who, who));
+	}
 	xmpp_stanza_release(m);
 out:
 	free(body);
