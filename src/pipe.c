@@ -109,13 +109,24 @@ set_state(struct pipe *p, enum pipe_state next)
 	p->state = next;
 }
 
-/* evbuffer_write, but without SIGPIPE whatever the process does with it. */
+/* writev, but without SIGPIPE whatever the process does with it. */
+static ssize_t
+sendv(int fd, const struct iovec *v, int n)
+{
+	struct msghdr mh;
+
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = (struct iovec *)(uintptr_t)v;
+	mh.msg_iovlen = (size_t)n;
+	return sendmsg(fd, &mh, MSG_NOSIGNAL);
+}
+
+/* What is queued, as far as the socket takes it. */
 static int
 out_write(struct pipe *p)
 {
 	struct evbuffer_iovec v[16];
 	struct iovec iov[16];
-	struct msghdr mh;
 	ssize_t w;
 	int i, n;
 
@@ -126,10 +137,7 @@ out_write(struct pipe *p)
 		iov[i].iov_base = v[i].iov_base;
 		iov[i].iov_len = v[i].iov_len;
 	}
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = iov;
-	mh.msg_iovlen = (size_t)n;
-	if ((w = sendmsg(p->fd, &mh, MSG_NOSIGNAL)) < 0)
+	if ((w = sendv(p->fd, iov, n)) < 0)
 		return -1;
 	evbuffer_drain(p->out, (size_t)w);
 	return 0;
@@ -159,7 +167,6 @@ queue_rest(struct pipe *p)
 static void
 write_stanza(struct pipe *p, const struct iovec *part, int nparts)
 {
-	struct msghdr mh;
 	ssize_t n = 0;
 	size_t skip;
 	int i;
@@ -168,10 +175,7 @@ write_stanza(struct pipe *p, const struct iovec *part, int nparts)
 		return;
 	p->wrote_any = 1;
 	if (evbuffer_get_length(p->out) == 0) {
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = (struct iovec *)(uintptr_t)part;
-		mh.msg_iovlen = (size_t)nparts;
-		n = sendmsg(p->fd, &mh, MSG_NOSIGNAL);
+		n = sendv(p->fd, part, nparts);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR) {
@@ -313,7 +317,7 @@ is_plain_available(xmpp_stanza_t *presence)
 	    stanza_child(presence, "status", NULL) == NULL;
 }
 
-/* After any ping: being pinged resets the peer's view of us to available. */
+/* The reference client shows anyone who pings it as plain available. */
 static void
 repeat_presence(struct pipe *p)
 {
@@ -321,21 +325,28 @@ repeat_presence(struct pipe *p)
 		send_stanza_text(p, p->presence);
 }
 
+/* A ping, keepalive or ack; being pinged resets the peer's view of us. */
 static void
-send_ping(struct pipe *p)
+write_ping(struct pipe *p, const char *id)
 {
-	char buf[512];
+	char buf[2 * BAREV_JID_STRLEN + 128];
 
-	snprintf(p->ping_id, sizeof(p->ping_id), "ping-%lld-%u",
-	    (long long)time(NULL), ++p->ping_seq);
 	snprintf(buf, sizeof(buf),
 	    "<iq type=\"get\" id=\"%s\" from=\"%s\" to=\"%s\">"
 	    "<ping xmlns=\"" NS_PING "\"/></iq>",
-	    p->ping_id, p->local_text, p->remote_text);
+	    id, p->local_text, p->remote_text);
 	write_str(p, buf);
+	repeat_presence(p);
+}
+
+static void
+send_ping(struct pipe *p)
+{
+	snprintf(p->ping_id, sizeof(p->ping_id), "ping-%lld-%u",
+	    (long long)time(NULL), ++p->ping_seq);
+	write_ping(p, p->ping_id);
 	p->ping_pending = 1;
 	p->ping_sent_at = clock_now();
-	repeat_presence(p);
 	timer_after(p->ev_timer, p->params->ping_timeout);
 }
 
@@ -833,17 +844,13 @@ static void
 on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	struct pipe *p = arg;
-	char buf[2 * BAREV_JID_STRLEN + 128];
+	char id[32];
 
 	if (!p->ack_owed || p->state != PIPE_OPEN)
 		return;
 	p->ack_owed = 0;
-	snprintf(buf, sizeof(buf),
-	    "<iq type=\"get\" id=\"ack-%llu\" from=\"%s\" to=\"%s\">"
-	    "<ping xmlns=\"" NS_PING "\"/></iq>",
-	    (unsigned long long)p->ack_token, p->local_text, p->remote_text);
-	write_str(p, buf);
-	repeat_presence(p);
+	snprintf(id, sizeof(id), "ack-%llu", (unsigned long long)p->ack_token);
+	write_ping(p, id);
 }
 
 static void

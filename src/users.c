@@ -52,15 +52,21 @@ contact_free(struct contact *c)
 }
 
 static void
+resource_free(struct resource *r)
+{
+	free(r->jid);
+	free(r->status);
+	free(r);
+}
+
+static void
 resources_free(struct user *u)
 {
 	struct resource *r;
 
 	while ((r = u->resources) != NULL) {
 		u->resources = r->next;
-		free(r->jid);
-		free(r->status);
-		free(r);
+		resource_free(r);
 	}
 }
 
@@ -315,9 +321,7 @@ resource_drop(struct user *u, const char *full)
 	for (rp = &u->resources; (r = *rp) != NULL; rp = &r->next) {
 		if (strcmp(r->jid, full) == 0) {
 			*rp = r->next;
-			free(r->jid);
-			free(r->status);
-			free(r);
+			resource_free(r);
 			return;
 		}
 	}
