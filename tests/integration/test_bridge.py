@@ -884,8 +884,9 @@ def store_and_forward(w):
 
     # Across a restart: Pinky goes away, alice writes, the gateway restarts,
     # Pinky comes back.
-    pinky.close()
+    # Marked first: the gateway may see the close before close() returns.
     m = alice.mark()
+    pinky.close()
     alice.take(is_pres(cj, "unavailable"), since=m)
     pinky2 = w.keep(B.ref_peer(PINKY_I, PINKY_NICK, [ALICE_B]))
     for i in (4, 5, 6):
