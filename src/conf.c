@@ -68,8 +68,12 @@ static const struct conf_key keys[] = {
 	    check_subnet },
 	{ "barev.admin_socket", CT_STRING, OFF(admin_socket), 0, 0,
 	    "/var/run/yggdrasil/yggdrasil.sock", 0, 0, NULL },
-	{ "barev.listen", CT_LISTEN, OFF(barev_listen), 0, 0, "[::]:5299", 0, 0,
-	    NULL },
+	/*
+	 * The specification's port and the one the Pidgin plugin and the
+	 * Pascal library dial by default; a list default is space-separated.
+	 */
+	{ "barev.listen", CT_LISTEN, OFF(barev_listen), 0, 0,
+	    "[::]:5299 [::]:1337", 0, 0, NULL },
 	{ "barev.default_port", CT_INT, OFF(barev_default_port), 1, 65535,
 	    "5299", 0, 1, NULL },
 	{ "barev.ping_interval", CT_SECONDS, OFF(ping_interval), 0.1, 3600,
@@ -255,6 +259,21 @@ listen_add(struct conf_listenlist *l, const char *s, const char **cause)
 	return 0;
 }
 
+/* Each space-separated entry of a built-in default. */
+static int
+listen_defaults(struct conf_listenlist *l, const char *def, const char **cause)
+{
+	char *copy, *one, *last;
+	int rv = 0;
+
+	copy = xstrdup(def);
+	for (one = strtok_r(copy, " ", &last); one != NULL && rv == 0;
+	     one = strtok_r(NULL, " ", &last))
+		rv = listen_add(l, one, cause);
+	free(copy);
+	return rv;
+}
+
 static int
 set_string(struct conf *conf, const struct conf_key *k, const char *v,
     const char **cause)
@@ -322,7 +341,7 @@ set_default(struct conf *conf, const struct conf_key *k)
 			strlist_add(field(conf, k), k->def);
 		return 0;
 	case CT_LISTEN:
-		return listen_add(field(conf, k), k->def, &cause);
+		return listen_defaults(field(conf, k), k->def, &cause);
 	}
 	return -1;
 }

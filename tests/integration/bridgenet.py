@@ -223,11 +223,39 @@ access = {{
            jids=", ".join('"%s"' % j for j in allowed))
 
 
+EXAMPLE_CONF = os.path.join(h.SRCDIR, "conf", "barev-gateway.conf.example")
+
+
+def example_conf(srv, statedir, address=GW, **more):
+    """The shipped example configuration with only what differs from site
+    to site replaced, as the README tells an operator to do: the
+    component's JID, secret, server address and port, the node's address
+    (there is no Yggdrasil admin socket here) and the store's path; more
+    replaces further keys (key=value text). Each key must occur exactly
+    once in the example: if it changes shape, the test fails."""
+    with open(EXAMPLE_CONF, encoding="utf-8") as f:
+        text = f.read()
+    site = {"jid": '"%s"' % COMPONENT, "secret": '"%s"' % srv.secret,
+            "host": '"%s"' % srv.host, "port": str(srv.component_port),
+            "address": '"%s"' % address,
+            "path": '"%s"' % os.path.join(statedir, "state.db")}
+    site.update(more)
+    for key, value in site.items():
+        text, n = re.subn(r"(?m)^(\s*%s\s*=\s*)[^;]*;" % re.escape(key),
+                          lambda m: m.group(1) + value + ";", text)
+        if n != 1:
+            raise AssertionError("%s: key %r occurs %d times, expected once"
+                                 % (EXAMPLE_CONF, key, n))
+    return text
+
+
 class GatewayRun:
     """One gateway configuration (and its state directory) that survives
-    restarts: each start() is a new process (and a new log file)."""
+    restarts: each start() is a new process (and a new log file).
+    conf_text, a function of the state directory, replaces the test
+    configuration (gateway_conf)."""
 
-    def __init__(self, world_dir, srv, name, **conf):
+    def __init__(self, world_dir, srv, name, conf_text=None, **conf):
         self.srv = srv
         self.name = name
         self.statedir = os.path.join(world_dir, name + "-state")
@@ -235,8 +263,9 @@ class GatewayRun:
         self.db_path = os.path.join(self.statedir, "state.db")
         self.listen_port = bn.port()
         self.component = conf.get("component", COMPONENT)
-        self.conf_text = gateway_conf(srv, self.statedir, self.listen_port,
-                                      **conf)
+        self.conf_text = (conf_text(self.statedir) if conf_text else
+                          gateway_conf(srv, self.statedir, self.listen_port,
+                                       **conf))
         self.world_dir = world_dir
         self.gw = None
         self.starts = 0

@@ -88,9 +88,11 @@ test_minimal_gets_defaults(void **state)
 	assert_int_equal(c->component_port, 5347);
 	assert_true(c->reconnect_min == 1.0 && c->reconnect_max == 60.0);
 	assert_string_equal(c->barev_address_text, "");
-	assert_int_equal(c->barev_listen.n, 1);
+	assert_int_equal(c->barev_listen.n, 2);
 	assert_string_equal(addr_format(&c->barev_listen.v[0].addr, buf), "::");
 	assert_int_equal(c->barev_listen.v[0].port, 5299);
+	assert_string_equal(addr_format(&c->barev_listen.v[1].addr, buf), "::");
+	assert_int_equal(c->barev_listen.v[1].port, 1337);
 	assert_int_equal(c->barev_default_port, 5299);
 	assert_true(c->ping_interval == 30.0 && c->ping_timeout == 10.0);
 	assert_int_equal(c->ping_failures, 3);
@@ -209,8 +211,9 @@ test_example_documents_every_key(void **state)
 	if (conf_load(path, &ex, &cause) != 0)
 		fail_msg("example: %s", cause);
 	assert_int_equal(ex->component_port, 5347);
-	assert_int_equal(ex->barev_listen.n, 1);
+	assert_int_equal(ex->barev_listen.n, 2);
 	assert_int_equal(ex->barev_listen.v[0].port, 5299);
+	assert_int_equal(ex->barev_listen.v[1].port, 1337);
 	assert_int_equal(ex->max_stanza_bytes, 65536);
 	assert_int_equal(ex->max_pipes, 20000);
 	assert_true(ex->ping_interval == 30.0 && ex->redial_max == 900.0);
