@@ -588,19 +588,11 @@ text_of(xmpp_stanza_t *st, const char *name, const char *ns)
 	return clean;
 }
 
-/* The user's own XHTML-IM part, serialized and clean, or NULL (made from the text when sent). */
+/* The user's own XHTML-IM part as the reference client reads it, or NULL (made from the text when sent). */
 static char *
 xhtml_of_message(struct bridge *b, xmpp_stanza_t *msg)
 {
-	xmpp_stanza_t *html = stanza_child(msg, "html", NS_XHTML_IM);
-	char *buf, *clean;
-	size_t len;
-
-	if (html == NULL || xmpp_stanza_to_text(html, &buf, &len) != XMPP_EOK)
-		return NULL;
-	clean = chatmsg_clean(buf);
-	xmpp_free(b->ctx, buf);
-	return clean;
+	return chatmsg_xhtml(b->ctx, stanza_child(msg, "html", NS_XHTML_IM));
 }
 
 /* A body-less typing notification: with a body the reference client drops the text. */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "chatmsg.h"
+#include "stanza.h"
 #include "xmalloc.h"
 
 #define NS_XHTML_IM "http://jabber.org/protocol/xhtml-im"
@@ -72,7 +73,8 @@ char *
 chatmsg_inner(const char *body, const char *xhtml, size_t *len)
 {
 	static const char html_open[] = "<html xmlns=\"" NS_XHTML_IM
-					"\"><body xmlns=\"" NS_XHTML "\">";
+					"\"><body xmlns=\"" NS_XHTML
+					"\"><font>";
 	size_t blen = strlen(body), o = 0, cap;
 	const char *p, *nl;
 	char *out;
@@ -93,9 +95,35 @@ chatmsg_inner(const char *body, const char *xhtml, size_t *len)
 			o += put(out + o, "<br/>");
 		}
 		o += escape(out + o, p, strlen(p));
-		o += put(out + o, "</body></html>");
+		o += put(out + o, "</font></body></html>");
 	}
 	out[o] = '\0';
 	*len = o;
 	return out;
+}
+
+char *
+chatmsg_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html)
+{
+	xmpp_stanza_t *body, *c, *out, *obody, *font;
+	char *buf = NULL, *clean = NULL;
+	size_t len;
+
+	body = html != NULL ? stanza_child(html, "body", NS_XHTML) : NULL;
+	if (body == NULL)
+		return NULL;
+	out = xmpp_stanza_new(ctx);
+	xmpp_stanza_set_name(out, "html");
+	xmpp_stanza_set_ns(out, NS_XHTML_IM);
+	obody = stanza_add_child(out, "body", NS_XHTML);
+	font = stanza_add_child(obody, "font", NULL);
+	for (c = xmpp_stanza_get_children(body); c != NULL;
+	     c = xmpp_stanza_get_next(c))
+		xmpp_stanza_add_child_ex(font, xmpp_stanza_copy(c), 0);
+	if (xmpp_stanza_to_text(out, &buf, &len) == XMPP_EOK) {
+		clean = chatmsg_clean(buf);
+		xmpp_free(ctx, buf);
+	}
+	xmpp_stanza_release(out);
+	return clean;
 }

@@ -3,6 +3,7 @@
 #define BG_CHATMSG_H
 
 #include <stddef.h>
+#include <strophe.h>
 
 /*
  * A copy (free it) of s without what XML cannot carry or the reference
@@ -13,11 +14,20 @@ char *chatmsg_clean(const char *s);
 
 /*
  * The children of a chat message carrying body (clean text): <body> and
- * an XHTML-IM part. xhtml is a serialized, clean <html/> element to use
- * as it is, or NULL to make one from the text: the reference client
- * renders the body as HTML, so <, > and & must arrive escaped to show as
- * typed, and lines become <br/>. Returns a string to free, *len its length.
+ * an XHTML-IM part. xhtml is a serialized, clean <html/> element from
+ * chatmsg_xhtml() to use as it is, or NULL to make one from the text.
+ * The reference client renders the plain body as HTML; it reads the
+ * XHTML part instead only if that part's <body> has a <font> child, whose
+ * content it re-escapes: escaped text inside <font> shows as typed, and
+ * lines become <br/>. Returns a string to free, *len its length.
  */
 char *chatmsg_inner(const char *body, const char *xhtml, size_t *len);
+
+/*
+ * An XMPP user's XHTML-IM part (html, borrowed) in the form the reference
+ * client reads: the children of its first XHTML <body> inside one <font>.
+ * A string to free, or NULL if html has no such body.
+ */
+char *chatmsg_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html);
 
 #endif

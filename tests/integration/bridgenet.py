@@ -12,6 +12,7 @@ the gateway's barev.default_port.
 """
 
 import asyncio
+import html
 import os
 import re
 import signal
@@ -357,6 +358,29 @@ def child_text(el, ns, name):
 
 def body_of(el):
     return child_text(el, NS_CLIENT, "body")
+
+
+def plugin_shows(el):
+    """What Pidgin shows for a Barev message el, by the reference behaviour
+    of both plugin versions: if the XHTML-IM part's body has a <font>
+    child, the plugin hands Pidgin that element's content re-serialized
+    (its text escaped again); otherwise the plain <body> text, as HTML.
+    Pidgin shows HTML with the tags gone, <br> as a line break and the
+    entities decoded."""
+    html_part = el.find(q(NS_XHTML_IM, "html"))
+    hb = html_part.find(q(NS_XHTML, "body")) if html_part is not None else None
+    font = None
+    for c in (hb if hb is not None else ()):
+        if c.tag.split("}")[-1] == "font":
+            font = c
+            break
+    if font is not None:
+        markup = xml_escape(font.text or "") + "".join(
+            ET.tostring(c, encoding="unicode") for c in font)
+    else:
+        markup = body_of(el) or ""
+    markup = re.sub(r"<(?:[\w.-]+:)?br\b[^>]*>", "\n", markup)
+    return html.unescape(re.sub(r"<[^>]*>", "", markup))
 
 
 def chat_state(el):

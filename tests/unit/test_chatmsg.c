@@ -36,7 +36,7 @@ parse(const char *inner)
 	return st;
 }
 
-/* The XHTML body's content as text, <br/> read as a newline. */
+/* The XHTML body's <font>'s content as text, <br/> read as a newline. */
 static char *
 xhtml_text(xmpp_stanza_t *msg)
 {
@@ -45,6 +45,8 @@ xhtml_text(xmpp_stanza_t *msg)
 
 	assert_non_null(html);
 	body = stanza_child(html, "body", NS_XHTML);
+	assert_non_null(body);
+	body = stanza_child(body, "font", NULL);
 	assert_non_null(body);
 	for (c = xmpp_stanza_get_children(body); c != NULL;
 	     c = xmpp_stanza_get_next(c)) {
@@ -58,6 +60,120 @@ xhtml_text(xmpp_stanza_t *msg)
 		}
 	}
 	return out;
+}
+
+/*
+ * What Pidgin shows for a message, by the reference behaviour of both
+ * plugin versions: the HTML it hands to Pidgin is the XHTML part's
+ * <font> content re-serialized (text escaped again) if the part's body
+ * has a <font> child, else the plain <body> text. Pidgin then shows that
+ * HTML: tags vanish (<br> is a line break) and entities are decoded.
+ */
+static char *
+plugin_shows(const char *inner)
+{
+	xmpp_stanza_t *st = parse(inner), *html, *hb, *font = NULL, *c;
+	char *markup = calloc(1, 65536), *out = calloc(1, 65536), *t, *p, *o;
+	size_t len;
+
+	assert_non_null(markup);
+	assert_non_null(out);
+	html = stanza_child(st, "html", NS_XHTML_IM);
+	hb = html != NULL ? stanza_child(html, "body", NS_XHTML) : NULL;
+	if (hb != NULL)
+		font = stanza_child(hb, "font", NULL);
+	if (font != NULL) {
+		for (c = xmpp_stanza_get_children(font); c != NULL;
+		     c = xmpp_stanza_get_next(c)) {
+			assert_int_equal(xmpp_stanza_to_text(c, &t, &len), 0);
+			strcat(markup, t);
+			xmpp_free(ctx, t);
+		}
+	} else {
+		t = stanza_child_text(st, "body", NULL);
+		assert_non_null(t);
+		strcat(markup, t);
+		free(t);
+	}
+	for (p = markup, o = out; *p != '\0';) {
+		if (*p == '<') {
+			if (strncmp(p, "<br", 3) == 0)
+				*o++ = '\n';
+			p = strchr(p, '>');
+			assert_non_null(p);
+			p++;
+		} else if (*p == '&') {
+			static const char *const ent[][2] = { { "&amp;", "&" },
+				{ "&lt;", "<" }, { "&gt;", ">" },
+				{ "&quot;", "\"" }, { "&apos;", "'" } };
+			size_t i;
+
+			for (i = 0; i < 5; i++)
+				if (strncmp(p, ent[i][0], strlen(ent[i][0])) ==
+				    0)
+					break;
+			/* A lone & is shown as it is. */
+			*o++ = i < 5 ? *ent[i][1] : '&';
+			p += i < 5 ? strlen(ent[i][0]) : 1;
+		} else
+			*o++ = *p++;
+	}
+	free(markup);
+	xmpp_stanza_release(st);
+	return out;
+}
+
+/* Typed markup shows as typed in Pidgin, not rendered: the issue's text and more. */
+static void
+test_plugin_shows_text(void **state)
+{
+	static const char *const typed[] = {
+		"<b>x</b> & \xe2\x98\x83 \"q\"",
+		"<i>not italic</i> &amp; &lt;",
+		"a < b && c > d",
+		"two\nlines <br> not a break",
+		"<a href=\"http://x/\">no link</a>",
+	};
+	size_t i, len;
+	char *inner, *shown;
+
+	for (i = 0; i < sizeof(typed) / sizeof(typed[0]); i++) {
+		inner = chatmsg_inner(typed[i], NULL, &len);
+		shown = plugin_shows(inner);
+		assert_string_equal(shown, typed[i]);
+		free(shown);
+		free(inner);
+	}
+}
+
+/* A user's own XHTML-IM formatting reaches Pidgin; its text shows as typed. */
+static void
+test_plugin_shows_own_xhtml(void **state)
+{
+	xmpp_stanza_t *msg;
+	char *xhtml, *inner, *shown;
+	size_t len;
+
+	msg = parse("<html xmlns=\"" NS_XHTML_IM "\"><body xmlns=\"" NS_XHTML
+		    "\"><p><strong>bold</strong> &lt;b&gt;plain&lt;/b&gt; "
+		    "&amp;</p></body></html>");
+	xhtml = chatmsg_xhtml(ctx, stanza_child(msg, "html", NS_XHTML_IM));
+	assert_non_null(xhtml);
+	inner = chatmsg_inner("bold <b>plain</b> &", xhtml, &len);
+	/* The formatting is in the markup Pidgin gets... */
+	assert_non_null(strstr(inner, "<font><p"));
+	assert_non_null(strstr(inner, "<strong>bold</strong>"));
+	/* ...and the text the user typed shows as typed. */
+	shown = plugin_shows(inner);
+	assert_string_equal(shown, "bold <b>plain</b> &");
+	free(shown);
+	free(inner);
+	free(xhtml);
+	xmpp_stanza_release(msg);
+	/* An XHTML-IM part without an XHTML body gives none. */
+	msg = parse("<html xmlns=\"" NS_XHTML_IM "\"/>");
+	assert_null(chatmsg_xhtml(ctx, stanza_child(msg, "html", NS_XHTML_IM)));
+	xmpp_stanza_release(msg);
 }
 
 static void
@@ -106,10 +222,11 @@ test_markup_is_escaped(void **state)
 static void
 test_own_xhtml_kept(void **state)
 {
-	const char *html = "<html xmlns=\"" NS_XHTML_IM
-			   "\"><body xmlns=\"" NS_XHTML
-			   "\"><strong>bold</strong></body></html>";
+	xmpp_stanza_t *msg = parse(
+	    "<html xmlns=\"" NS_XHTML_IM "\"><body xmlns=\"" NS_XHTML
+	    "\"><strong>bold</strong></body></html>");
 	size_t len;
+	char *html = chatmsg_xhtml(ctx, stanza_child(msg, "html", NS_XHTML_IM));
 	char *inner = chatmsg_inner("bold", html, &len);
 	xmpp_stanza_t *st = parse(inner), *h, *b;
 
@@ -117,9 +234,13 @@ test_own_xhtml_kept(void **state)
 	assert_non_null(h);
 	b = stanza_child(h, "body", NS_XHTML);
 	assert_non_null(b);
+	b = stanza_child(b, "font", NULL);
+	assert_non_null(b);
 	assert_non_null(stanza_child(b, "strong", NULL));
 	xmpp_stanza_release(st);
+	xmpp_stanza_release(msg);
 	free(inner);
+	free(html);
 }
 
 static void
@@ -147,6 +268,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plugin_shows_text),
+		cmocka_unit_test(test_plugin_shows_own_xhtml),
 		cmocka_unit_test(test_text_survives),
 		cmocka_unit_test(test_markup_is_escaped),
 		cmocka_unit_test(test_own_xhtml_kept),
