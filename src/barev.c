@@ -509,7 +509,7 @@ inbound_header(struct barev *b, struct conn *c, const char *from,
 {
 	struct barev_jid remote, local, to_jid;
 	const char *to_nick = NULL, *reason;
-	char peer[ADDR_STRLEN];
+	char peer[ADDR_STRLEN], qfrom[LOG_QUOTE_SIZE], qto[LOG_QUOTE_SIZE];
 
 	if (from == NULL || *from == '\0') {
 		reason = "no-from";
@@ -551,8 +551,9 @@ inbound_header(struct barev *b, struct conn *c, const char *from,
 reject:
 	log_info("pipe %llu: rejected reason=%s peer=%s from=%s to=%s",
 	    (unsigned long long)pipe_id(c->pipe), reason,
-	    addr_format(pipe_peer(c->pipe), peer), from ? from : "-",
-	    to ? to : "-");
+	    addr_format(pipe_peer(c->pipe), peer),
+	    log_quote(qfrom, sizeof(qfrom), from),
+	    log_quote(qto, sizeof(qto), to));
 	return -1;
 }
 
@@ -562,6 +563,7 @@ outbound_header(
 {
 	const struct barev_jid *want = pipe_remote(c->pipe);
 	struct barev_jid got;
+	char qfrom[LOG_QUOTE_SIZE];
 
 	/* Liberal: a missing from still means the host we dialled. */
 	if (from == NULL || *from == '\0')
@@ -570,7 +572,8 @@ outbound_header(
 	    barev_jid_equal_nocase(&got, want))
 		return 0;
 	log_info("pipe %llu: rejected reason=wrong-peer from=%s",
-	    (unsigned long long)pipe_id(c->pipe), from);
+	    (unsigned long long)pipe_id(c->pipe),
+	    log_quote(qfrom, sizeof(qfrom), from));
 	*condition = "invalid-from";
 	return -1;
 }

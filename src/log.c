@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "utf8.h"
 
 static enum log_level cur_level = LOG_LEVEL_INFO;
 static int to_syslog;
@@ -73,20 +75,88 @@ log_level_name(enum log_level level)
 	return level_names[level];
 }
 
+/*
+ * Appends s[0..len) to out (*o bytes used of size) with control
+ * characters (C0, DEL, C1), the Unicode line separators and bytes that
+ * are not UTF-8 written as \xNN, and, with quote, " and \ escaped too:
+ * nothing a peer sends can start a log line or end a quoted value.
+ * Stops before what does not fit (never inside a sequence); returns
+ * whether all of s fitted.
+ */
+static int
+escape_append(
+    char *out, size_t size, size_t *o, const char *s, size_t len, int quote)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, k, n;
+	uint32_t cp;
+
+	while (i < len) {
+		n = utf8_next(p + i, len - i, &cp);
+		if (n == 0 || cp < 0x20 || cp == 0x7f ||
+		    (cp >= 0x80 && cp < 0xa0) || cp == 0x2028 || cp == 0x2029) {
+			if (n == 0)
+				n = 1;
+			if (*o + 4 * n >= size)
+				break;
+			for (k = 0; k < n; k++, *o += 4)
+				snprintf(out + *o, 5, "\\x%02x", p[i + k]);
+		} else if (quote && (cp == '"' || cp == '\\')) {
+			if (*o + 2 >= size)
+				break;
+			out[(*o)++] = '\\';
+			out[(*o)++] = (char)cp;
+		} else {
+			if (*o + n >= size)
+				break;
+			memcpy(out + *o, p + i, n);
+			*o += n;
+		}
+		i += n;
+	}
+	out[*o] = '\0';
+	return i == len;
+}
+
+const char *
+log_quote(char *buf, size_t size, const char *s)
+{
+	size_t o = 1;
+
+	if (s == NULL)
+		return "-";
+	buf[0] = '"';
+	/* Room for the closing quote, and for "..." if s is cut. */
+	if (!escape_append(buf, size - 4, &o, s, strlen(s), 1)) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
 static void vlog(enum log_level, const char *, va_list)
     __attribute__((format(printf, 2, 0)));
 
 static void
 vlog(enum log_level level, const char *fmt, va_list ap)
 {
-	char line[2048];
+	char raw[2048], line[4 * sizeof(raw)];
 	struct timespec ts;
 	struct tm tm;
 	char stamp[32];
+	size_t o = 0;
+	int n;
 
 	if (level > cur_level)
 		return;
-	vsnprintf(line, sizeof(line), fmt, ap);
+	n = vsnprintf(raw, sizeof(raw), fmt, ap);
+	if (n < 0)
+		return;
+	/* Every line is one line, whatever a caller passed in. */
+	escape_append(line, sizeof(line), &o, raw,
+	    utf8_prefix(raw, strlen(raw), sizeof(raw) - 1), 0);
 	if (to_syslog) {
 		syslog(syslog_prio[level], "%s", line);
 		return;

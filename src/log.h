@@ -3,6 +3,7 @@
 #define BG_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <strophe.h>
 
 enum log_level {
@@ -24,6 +25,16 @@ void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Peer or user text for a key=value field: s in double quotes with
+ * control characters, non-UTF-8 bytes, " and \ escaped, cut (marked
+ * "...") to fit size bytes (at least LOG_QUOTE_MIN); "-" for NULL.
+ * Returns buf (or "-").
+ */
+#define LOG_QUOTE_MIN 8
+#define LOG_QUOTE_SIZE 300
+const char *log_quote(char *buf, size_t size, const char *s);
 
 /* A broken invariant: log and exit(1). */
 void

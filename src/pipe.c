@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "log.h"
 #include "pipe.h"
+#include "utf8.h"
 #include "stanza.h"
 #include "xmalloc.h"
 
@@ -221,6 +222,19 @@ maybe_shutdown(struct pipe *p)
 		shutdown(p->fd, SHUT_WR);
 		p->shut_wr = 1;
 	}
+}
+
+/* A peer's header attribute kept to echo back: cut, if it must be, between characters. */
+static void
+copy_attr(char *out, size_t size, const char *in)
+{
+	size_t n;
+
+	if (in == NULL)
+		in = "";
+	n = utf8_prefix(in, strlen(in), size - 1);
+	memcpy(out, in, n);
+	out[n] = '\0';
 }
 
 /* Attribute text for a header; the peer's own strings may hold anything. */
@@ -508,8 +522,8 @@ xs_open(void *arg, const char *from, const char *to, const char **attrs)
 	struct pipe *p = arg;
 	const char *condition = "undefined-condition";
 
-	snprintf(p->peer_from, sizeof(p->peer_from), "%s", from ? from : "");
-	snprintf(p->peer_to, sizeof(p->peer_to), "%s", to ? to : "");
+	copy_attr(p->peer_from, sizeof(p->peer_from), from);
+	copy_attr(p->peer_to, sizeof(p->peer_to), to);
 	if (p->state != PIPE_HEADER_WAIT)
 		return;
 	if (p->cb->header(p->cb_arg, p, from, to, &condition) == -1) {
