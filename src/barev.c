@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "conf.h"
 #include "log.h"
+#include "ratelog.h"
 #include "pipe.h"
 #include "xmalloc.h"
 
@@ -40,6 +41,8 @@
 #define CLOSE_WAIT 5.0
 #define SHUTDOWN_WAIT 1.5
 #define RATE_WINDOW 60.0
+/* Refusals of one kind from one /64 are summarised per this many seconds. */
+#define REFUSAL_WINDOW 10.0
 
 struct pair;
 
@@ -120,6 +123,9 @@ struct barev {
 	struct event *ev_reap;
 	struct event *ev_sweep;
 	struct event *ev_shutdown;
+	struct ratelog
+	    *refusals; /* logged once per reason and /64, then counted */
+	struct event *ev_refusals;
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
 	int stopping; /* no new dials once shutdown began */
@@ -503,6 +509,45 @@ parse_peer_jid(struct barev *b, const char *s, struct barev_jid *out)
 	    s, b->allow_any ? BAREV_ANY_ADDR : 0, out, &cause);
 }
 
+static void
+report_refusals(void *arg, const char *kind, unsigned count, double window)
+{
+	log_info("pipe: rejected %s count=%u seconds=%.0f (summary)", kind,
+	    count, window);
+}
+
+static void
+on_refusals(evutil_socket_t fd, short what, void *arg)
+{
+	struct barev *b = arg;
+	double next = ratelog_flush(
+	    b->refusals, clock_now(), report_refusals, NULL);
+
+	if (next >= 0)
+		timer_after(b->ev_refusals, next);
+}
+
+/*
+ * Whether to log a refusal of peer: the first for each reason and /64 in
+ * REFUSAL_WINDOW is, the others are counted and summarised in one line,
+ * so a node with 2^64 addresses cannot choose how much we log.
+ */
+static int
+refusal_logged(struct barev *b, const char *reason, const struct in6_addr *peer)
+{
+	struct in6_addr net = *peer;
+	char kind[128], text[ADDR_STRLEN];
+
+	memset(net.s6_addr + 8, 0, 8);
+	snprintf(kind, sizeof(kind), "reason=%s net=%s/64", reason,
+	    addr_format(&net, text));
+	if (ratelog_hit(b->refusals, kind, clock_now()))
+		return 1;
+	if (!evtimer_pending(b->ev_refusals, NULL))
+		timer_after(b->ev_refusals, REFUSAL_WINDOW);
+	return 0;
+}
+
 static int
 inbound_header(struct barev *b, struct conn *c, const char *from,
     const char *to, const char **condition)
@@ -549,11 +594,12 @@ inbound_header(struct barev *b, struct conn *c, const char *from,
 	pipe_set_identity(c->pipe, &local, &remote);
 	return 0;
 reject:
-	log_info("pipe %llu: rejected reason=%s peer=%s from=%s to=%s",
-	    (unsigned long long)pipe_id(c->pipe), reason,
-	    addr_format(pipe_peer(c->pipe), peer),
-	    log_quote(qfrom, sizeof(qfrom), from),
-	    log_quote(qto, sizeof(qto), to));
+	if (refusal_logged(b, reason, pipe_peer(c->pipe)))
+		log_info("pipe %llu: rejected reason=%s peer=%s from=%s to=%s",
+		    (unsigned long long)pipe_id(c->pipe), reason,
+		    addr_format(pipe_peer(c->pipe), peer),
+		    log_quote(qfrom, sizeof(qfrom), from),
+		    log_quote(qto, sizeof(qto), to));
 	return -1;
 }
 
@@ -763,15 +809,17 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	peer = ((struct sockaddr_in6 *)sa)->sin6_addr;
 	/* Refusals close before writing a byte: safe for every peer. */
 	if ((why = admit(b, &peer)) != NULL) {
-		log_info("pipe: rejected reason=%s peer=%s", why,
-		    addr_format(&peer, text));
+		if (refusal_logged(b, why, &peer))
+			log_info("pipe: rejected reason=%s peer=%s", why,
+			    addr_format(&peer, text));
 		close(fd);
 		return;
 	}
 	if ((fd = barev_fd_high(fd)) == -1) {
-		log_warn(
-		    "pipe: rejected reason=no-high-fd peer=%s error=\"%s\"",
-		    addr_format(&peer, text), strerror(errno));
+		if (refusal_logged(b, "no-high-fd", &peer))
+			log_warn("pipe: rejected reason=no-high-fd peer=%s "
+				 "error=\"%s\"",
+			    addr_format(&peer, text), strerror(errno));
 		return;
 	}
 	sock_tune(fd);
@@ -1039,6 +1087,8 @@ barev_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->ev_reap = event_new(base, -1, 0, on_reap, b);
 	b->ev_sweep = evtimer_new(base, on_sweep, b);
 	b->ev_shutdown = evtimer_new(base, on_shutdown, b);
+	b->refusals = ratelog_new(REFUSAL_WINDOW);
+	b->ev_refusals = evtimer_new(base, on_refusals, b);
 	timer_after(b->ev_sweep, RATE_WINDOW);
 	b->listeners = xcalloc(conf->barev_listen.n, sizeof(*b->listeners));
 	for (i = 0; i < conf->barev_listen.n; i++) {
@@ -1080,6 +1130,8 @@ barev_free(struct barev *b)
 	event_free(b->ev_reap);
 	event_free(b->ev_sweep);
 	event_free(b->ev_shutdown);
+	event_free(b->ev_refusals);
+	ratelog_free(b->refusals);
 	free(b);
 }
 

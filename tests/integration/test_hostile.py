@@ -9,6 +9,7 @@ Needs root, Prosody, ejabberd, Debian's /usr/bin/python3 (slixmpp):
 
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +21,18 @@ import bridgenet as B  # noqa: E402
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z barev-gateway "
                       r"(error|warning|info|debug|trace): ")
 FORGED = "2026-12-07T12:00:00.000Z barev-gateway info: bridge: registered"
+
+
+def mesh_addr(net, host=7):
+    """An address in /64 number net of a "node" of our own, put on the
+    namespace's lo: refusals are summarised per /64, so tests that want
+    each one logged use one /64 each."""
+    a = "203:%x::%x" % (net, host)
+    p = subprocess.run(["ip", "-6", "addr", "add", a + "/128", "dev", "lo"],
+                       capture_output=True, text=True)
+    if p.returncode != 0 and "already assigned" not in p.stderr:
+        raise AssertionError("ip addr add %s: %s" % (a, p.stderr.strip()))
+    return a
 
 
 def log_lines_since(gw, start):
@@ -43,10 +56,11 @@ def forged_header(w):
     gw = w.gateway()
     w.registered_user("alice", "Alice")
     m = gw.mark()
-    attacker = bn.peer_addr(7)
-    for frm in ("x@%s&#10;%s" % (attacker, FORGED),
-                "x@%s&#13;%s" % (attacker, FORGED),
-                'x@%s" reason=ok' % attacker.replace("7", "8")):
+    nets = [mesh_addr(n) for n in (1, 2, 3)]
+    for attacker, frm in zip(nets, (
+            "x@%s&#10;%s" % (nets[0], FORGED),
+            "x@%s&#13;%s" % (nets[1], FORGED),
+            'x@%s" reason=ok' % nets[2].replace("::7", "::8"))):
         c = w.keep(bn.connect(attacker, B.GW, gw.listen_port))
         c.send(('<?xml version="1.0" encoding="UTF-8" ?>\n<stream:stream '
                 'xmlns="jabber:client" xmlns:stream="http://etherx.jabber.'
@@ -55,8 +69,8 @@ def forged_header(w):
         # Refused after the header: our header, a stream error, the end.
         c.wait_stream_error(5)
         c.close()
-    gw.wait_log(r"rejected reason=[a-z-]+ peer=%s from=" % re.escape(attacker),
-                start=m, count=3)
+    gw.wait_log(r"rejected reason=[a-z-]+ peer=203:[123]::7 from=", start=m,
+                count=3)
     lines = log_lines_since(gw, m)
     if any(ln.startswith(FORGED) for ln in lines):
         raise AssertionError("the attacker wrote a log line of its own: %r"
@@ -69,8 +83,8 @@ def forged_header(w):
     if not any("\\x0d" in ln for ln in refusals):
         raise AssertionError("the carriage return is not shown escaped: %r"
                              % refusals)
-    if not any('from="x@%s\\" reason=ok' % attacker.replace("7", "8") in ln
-               for ln in refusals):
+    if not any('from="x@%s\\" reason=ok' % nets[2].replace("::7", "::8")
+               in ln for ln in refusals):
         raise AssertionError("the quote in from is not escaped: %r"
                              % refusals)
     gw.check_alive()
@@ -100,7 +114,33 @@ def echo_cut_between_characters(w):
     gw.check_alive()
 
 
+def refusals_summarised(w):
+    """300 connections refused in a burst (from outside 200::/7, so at
+    accept time) are one line in full and, once the 10 s window ends, one
+    summary with the count: a peer does not choose how much we log."""
+    gw = w.gateway()
+    m = gw.mark()
+    n = 300
+    for _ in range(n):
+        c = bn.connect(bn.NON_YGG, B.GW, gw.listen_port)
+        c.close()
+    gw.wait_log(r"rejected reason=not-yggdrasil peer=fd00::5", start=m)
+    summary = gw.wait_log(r"pipe: rejected reason=not-yggdrasil "
+                          r"net=fd00::/64 count=(\d+) seconds=\d+ \(summary\)",
+                          timeout=15, start=m)
+    lines = [ln for ln in log_lines_since(gw, m) if "not-yggdrasil" in ln]
+    if len(lines) != 2:
+        raise AssertionError("%d refusals gave %d log lines, expected 2:\n%s"
+                             % (n, len(lines), "\n".join(lines[:5])))
+    if int(summary.group(1)) != n - 1:
+        raise AssertionError("the summary counts %s of the %d held back"
+                             % (summary.group(1), n - 1))
+    gw.check_alive()
+
+
 SCENARIOS = [
+    ("300 refused connections: one line and one summary",
+     refusals_summarised, 60),
     ("an echoed from or to is cut between characters",
      echo_cut_between_characters),
     ("a header with a newline in from: one escaped log line", forged_header),
