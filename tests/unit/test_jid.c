@@ -415,6 +415,66 @@ test_barev_nick_check(void **state)
 	assert_int_equal(barev_nick_check("\xc3\x9f", 2, &cause), 0);
 }
 
+/*
+ * Nicks go into stream headers, pings and message heads as they are: the
+ * check is what keeps markup out. Every character it must refuse, each
+ * on its own, in the nick alone and in a whole JID.
+ */
+static void
+test_barev_nick_refuses_each_special(void **state)
+{
+	static const char special[] = "<>&'\"/:@\\%";
+	char nick[8], jid[32];
+	const char *cause;
+	struct barev_jid j;
+	unsigned c;
+	size_t i;
+
+	for (i = 0; special[i] != '\0'; i++) {
+		snprintf(nick, sizeof(nick), "a%cb", special[i]);
+		if (barev_nick_check(nick, 3, &cause) != -1)
+			fail_msg("the nick check lets %c through", special[i]);
+		snprintf(jid, sizeof(jid), "a%cb@201::1", special[i]);
+		if (special[i] != '@' &&
+		    barev_jid_parse(jid, 0, &j, &cause) != -1)
+			fail_msg("barev_jid_parse lets %c through", special[i]);
+	}
+	/* C0 controls, space, DEL. */
+	for (c = 0; c <= 0x20; c++) {
+		nick[0] = 'a';
+		nick[1] = (char)c;
+		nick[2] = 'b';
+		if (barev_nick_check(nick, 3, &cause) != -1)
+			fail_msg("the nick check lets \\x%02x through", c);
+	}
+	if (barev_nick_check("a\x7f"
+			     "b",
+		3, &cause) != -1)
+		fail_msg("the nick check lets DEL through");
+	/* C1 controls (U+0080..U+009F), NBSP, U+2028, U+FFFE, U+FFFF. */
+	for (c = 0x80; c <= 0x9f; c++) {
+		snprintf(nick, sizeof(nick), "a%c%cb", 0xc2, (char)c);
+		if (barev_nick_check(nick, 4, &cause) != -1)
+			fail_msg("the nick check lets U+%04X through", c);
+	}
+	assert_int_equal(barev_nick_check("a\xc2\xa0"
+					  "b",
+			     4, &cause),
+	    -1);
+	assert_int_equal(barev_nick_check("a\xe2\x80\xa8"
+					  "b",
+			     5, &cause),
+	    -1);
+	assert_int_equal(barev_nick_check("a\xef\xbf\xbe"
+					  "b",
+			     5, &cause),
+	    -1);
+	assert_int_equal(barev_nick_check("a\xef\xbf\xbf"
+					  "b",
+			     5, &cause),
+	    -1);
+}
+
 static void
 test_barev_equal(void **state)
 {
@@ -981,6 +1041,7 @@ main(void)
 		cmocka_unit_test(test_barev_parse_ok),
 		cmocka_unit_test(test_barev_parse_bad),
 		cmocka_unit_test(test_barev_nick_check),
+		cmocka_unit_test(test_barev_nick_refuses_each_special),
 		cmocka_unit_test(test_barev_equal),
 		cmocka_unit_test(test_escape),
 		cmocka_unit_test(test_escape_bad),
