@@ -2121,9 +2121,15 @@ contact_message(
 							    : "active";
 	if (body == NULL && state == NULL)
 		goto out;
-	html = body != NULL ? stanza_child(st, "html", NS_XHTML_IM) : NULL;
-	m = chat_to_user(b, &c->who, u->jid, body,
-	    html != NULL ? xmpp_stanza_copy(html) : NULL);
+	html = NULL;
+	if (body != NULL) {
+		/* The plugin puts its <html> in the XHTML namespace. */
+		if ((html = stanza_child(st, "html", NS_XHTML_IM)) == NULL)
+			html = stanza_child(st, "html", NS_XHTML);
+		html = chatmsg_safe_xhtml(b->ctx, html);
+	}
+	/* m takes html; keep_for_link borrows it while m lives. */
+	m = chat_to_user(b, &c->who, u->jid, body, html);
 	if (state != NULL)
 		stanza_add_child(m, state, NS_CHATSTATES);
 	else if (body != NULL)

@@ -30,4 +30,15 @@ char *chatmsg_inner(const char *body, const char *xhtml, size_t *len);
  */
 char *chatmsg_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html);
 
+/*
+ * A peer's XHTML part (html, borrowed; in the XHTML-IM namespace or, as
+ * the plugin sends it, the XHTML one) reduced to what cannot reach
+ * outside the message: a few text-level elements (b and i become strong
+ * and em), a style attribute with colours, weights and decorations only,
+ * no links, images, scripts or other attributes; other elements give
+ * their text. A new <html/> in the XHTML-IM namespace to release, or NULL
+ * if there is nothing left.
+ */
+xmpp_stanza_t *chatmsg_safe_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html);
+
 #endif

@@ -466,19 +466,37 @@ def messages(w):
                              % show(m))
     assert_eq(B.plugin_shows(m), "bold move", "what Pidgin shows")
 
-    # Barev -> user: body, XHTML-IM passed through, a generated id.
+    # Barev -> user: body, XHTML-IM reduced to what cannot reach outside
+    # the message (an image or a style url would make alice's client
+    # fetch the peer's URL and tell it her address), a generated id.
     mark = alice.mark()
     pipe.send('<message type="chat"><body>hello &lt;world&gt; &amp; co</body>'
               '<html xmlns="%s"><body xmlns="%s"><b>hello</b> &lt;world&gt; '
-              '&amp; co</body></html></message>' % (NS_XHTML_IM, NS_XHTML))
+              '<img src="http://[201:bbbb::99]/x.png"/><a href="http://[201:'
+              'bbbb::99]/">&amp; co</a><span style="background: url(http://'
+              '[201:bbbb::99]/y)">.</span></body></html></message>'
+              % (NS_XHTML_IM, NS_XHTML))
     m = alice.take(is_msg(cj, "hello <world> & co"), since=mark)
     assert_eq(m.get("type"), "chat", "type")
     assert_eq(m.get("to"), "alice@localhost", "to the bare JID")
     if not m.get("id"):
         raise AssertionError("no id: %s" % show(m))
-    b = m.find(".//" + q(NS_XHTML, "b"))
+    if "201:bbbb::99" in show(m):
+        raise AssertionError("an external reference reached the user: %s"
+                             % show(m))
+    b = m.find(".//" + q(NS_XHTML, "strong"))
     if b is None or b.text != "hello":
-        raise AssertionError("XHTML-IM not passed through: %s" % show(m))
+        raise AssertionError("the peer's formatting is lost: %s" % show(m))
+    # The plugin's own form: <html> in the XHTML namespace, <font> inside.
+    pipe.send('<message type="chat"><body>styled</body><html xmlns="%s">'
+              '<body><font face="Sans"><span style="font-weight: bold;">'
+              'styled</span></font></body></html></message>' % NS_XHTML)
+    m = alice.take(is_msg(cj, "styled"), since=mark)
+    span = m.find(".//" + q(NS_XHTML_IM, "html") + "/" + q(NS_XHTML, "body")
+                  + "/" + q(NS_XHTML, "span"))
+    if span is None or span.get("style") != "font-weight:bold":
+        raise AssertionError("the plugin's formatting did not reach the "
+                             "user: %s" % show(m))
     pipe.send(b'<message type="chat"><body>second</body></message>')
     m2 = alice.take(is_msg(cj, "second"), since=mark)
     if m2.get("id") == m.get("id"):

@@ -243,6 +243,73 @@ test_own_xhtml_kept(void **state)
 	free(html);
 }
 
+/* The serialized safe form of a peer's <html> given as text. */
+static char *
+safe_text(const char *html_xml)
+{
+	xmpp_stanza_t *msg = parse(html_xml), *safe;
+	xmpp_stanza_t *html = stanza_child(msg, "html", NULL);
+	char *buf = NULL, *out = NULL;
+	size_t len;
+
+	safe = chatmsg_safe_xhtml(ctx, html);
+	if (safe != NULL) {
+		assert_int_equal(xmpp_stanza_to_text(safe, &buf, &len), 0);
+		out = strdup(buf);
+		xmpp_free(ctx, buf);
+		xmpp_stanza_release(safe);
+	}
+	xmpp_stanza_release(msg);
+	return out;
+}
+
+/* Nothing from a peer's XHTML can make the user's client fetch anything. */
+static void
+test_safe_xhtml_no_external_references(void **state)
+{
+	char *t;
+
+	t = safe_text("<html xmlns=\"" NS_XHTML_IM "\"><body xmlns=\"" NS_XHTML
+		      "\"><p style=\"color: red; background-image: "
+		      "url(http://evil/x.png); font-weight: bold\" "
+		      "onclick=\"x()\">hi <img src=\"http://evil/y.png\" "
+		      "alt=\"pic\"/><a href=\"http://evil/\">link</a> "
+		      "<b>bold</b> <i>it</i><script>alert(1)</script>"
+		      "<style>p{background:url(http://evil/z)}</style>"
+		      "<span style=\"color: expression(x)\">e</span>"
+		      "<unknown>text</unknown></p></body></html>");
+	assert_non_null(t);
+	assert_null(strstr(t, "evil"));
+	assert_null(strstr(t, "url"));
+	assert_null(strstr(t, "src"));
+	assert_null(strstr(t, "href"));
+	assert_null(strstr(t, "onclick"));
+	assert_null(strstr(t, "alert"));
+	assert_null(strstr(t, "expression"));
+	assert_null(strstr(t, "<img"));
+	/* What is safe stays: formatting and every bit of text. */
+	assert_non_null(strstr(t, "<p style=\"color:red;font-weight:bold\">"));
+	assert_non_null(strstr(t, "<strong>bold</strong>"));
+	assert_non_null(strstr(t, "<em>it</em>"));
+	assert_non_null(strstr(t, "link"));
+	assert_non_null(strstr(t, "text"));
+	assert_non_null(strstr(t, "xmlns=\"" NS_XHTML_IM "\""));
+	free(t);
+	/* The plugin's own form: <html> in the XHTML namespace, a <font>. */
+	t = safe_text("<html xmlns=\"" NS_XHTML "\"><body><font face=\"Sans\" "
+		      "color=\"#ff0000\"><span style=\"font-style: "
+		      "italic;\">hello</span></font></body></html>");
+	assert_non_null(t);
+	assert_non_null(strstr(t, "<span style=\"font-style:italic\">hello"));
+	assert_null(strstr(t, "font face"));
+	free(t);
+	/* Nothing left: no XHTML part at all. */
+	assert_null(
+	    safe_text("<html xmlns=\"" NS_XHTML_IM "\"><body xmlns=\"" NS_XHTML
+		      "\"><img src=\"http://evil/\"/></body></html>"));
+	assert_null(safe_text("<html xmlns=\"" NS_XHTML_IM "\"/>"));
+}
+
 static void
 test_clean(void **state)
 {
@@ -273,6 +340,7 @@ main(void)
 		cmocka_unit_test(test_text_survives),
 		cmocka_unit_test(test_markup_is_escaped),
 		cmocka_unit_test(test_own_xhtml_kept),
+		cmocka_unit_test(test_safe_xhtml_no_external_references),
 		cmocka_unit_test(test_clean),
 	};
 	int rc;
