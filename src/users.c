@@ -5,8 +5,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "chatmsg.h"
 #include "stanza.h"
 #include "users.h"
+#include "utf8.h"
 #include "xmalloc.h"
 
 /* Resource ranks: "most available" first. */
@@ -327,11 +329,14 @@ resource_drop(struct user *u, const char *full)
 	}
 }
 
+/* Longest status text passed on, in bytes. */
+#define STATUS_MAX 1024
+
 static void
 resource_set(struct user *u, const char *full, xmpp_stanza_t *pres)
 {
 	struct resource *r;
-	char *prio;
+	char *prio, *status;
 
 	for (r = u->resources; r != NULL; r = r->next)
 		if (strcmp(r->jid, full) == 0)
@@ -347,7 +352,14 @@ resource_set(struct user *u, const char *full, xmpp_stanza_t *pres)
 	r->priority = prio ? atoi(prio) : 0;
 	free(prio);
 	free(r->status);
-	r->status = stanza_child_text(pres, "status", NULL);
+	r->status = NULL;
+	if ((status = stanza_child_text(pres, "status", NULL)) != NULL) {
+		/* What the reference client's parser cannot take goes, as in bodies. */
+		r->status = chatmsg_clean(status);
+		r->status[utf8_prefix(
+		    r->status, strlen(r->status), STATUS_MAX)] = '\0';
+		free(status);
+	}
 }
 
 /* The aggregate: the most available resource, then the highest priority. */

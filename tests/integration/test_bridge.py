@@ -348,7 +348,8 @@ def contact_and_presence(w):
     second.presence(show="xa", status="zzz")
     pipe.expect_none(lambda el: el.tag == C("presence"), 1.5,
                      "presence (a less available resource changed nothing)")
-    alice.presence(show="away", status="out")
+    # DEL in a status is cleaned out as in a body: it deafens the plugin.
+    alice.presence(show="away", status="o\x7fut")
     p = pipe.wait(b_is_pres(None))
     assert_eq((B.child_text(p, "jabber:client", "show"),
                B.child_text(p, "jabber:client", "status")), ("away", "out"),

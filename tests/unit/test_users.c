@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "users.h"
@@ -148,6 +149,24 @@ test_presence_mapping(void **state)
 	/* The same again: nothing to tell peers. */
 	assert_false(feed(u, "alice@example.org/a",
 	    "<presence><show>dnd</show><status>busy</status></presence>"));
+	/* A status is cleaned like a body: DEL would deafen the plugin. */
+	assert_false(feed(u, "alice@example.org/a",
+	    "<presence><show>dnd</show><status>bu\x7fsy</status></presence>"));
+	expect_sent(u, 1, BSHOW_DND, "busy");
+	/* And bounded, cut between characters. */
+	{
+		char pres[4096];
+
+		snprintf(pres, sizeof(pres),
+		    "<presence><status>%01022d\xe2\x98\x83\xe2\x98\x83"
+		    "</status></presence>",
+		    0);
+		assert_true(feed(u, "alice@example.org/a", pres));
+		assert_int_equal(strlen(u->sent.status), 1022);
+		assert_true(feed(u, "alice@example.org/a",
+		    "<presence><show>dnd</show><status>busy</status></"
+		    "presence>"));
+	}
 	/* Subscription handling, probes and errors are not presence. */
 	assert_false(
 	    feed(u, "alice@example.org/a", "<presence type='subscribe'/>"));
