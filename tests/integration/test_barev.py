@@ -497,6 +497,54 @@ def race_two_gateways():
                 d2.wait_count(0, 8, "after unwant")
 
 
+def refused_not_in_contact_list():
+    """A 2.x plugin that does not list alice answers our dial with its
+    header and not-authorized: the engine reports each refusal and
+    redials only after refused_redial_min,
+    then after twice that, not every redial_min; once the peer adds alice
+    and dials us, all is normal."""
+    rmin, rmax = 2.0, 4.0
+    with bn.Scope() as s:
+        d = gateway(s, barev={"redial_min": 0.2, "redial_max": 1.0,
+                              "refused_redial_min": rmin,
+                              "refused_redial_max": rmax})
+        p = s.add(bn.Plugin2Peer(BOB, [CAROL]))
+        p.listen()
+        start = d.mark()
+        d.want(ALICE, BOB, p.port)
+        first = d.wait_line(r"^refused %s %s (\d+)$"
+                            % (re.escape(ALICE), re.escape(BOB)), 5, start,
+                            "the refusal reported")
+        retry_ms = int(first.group(1))
+        assert 1000 * rmin <= retry_ms <= 1500 * rmin, \
+            "first redial after %d ms, expected refused_redial_min %.0f s " \
+            "(+ up to half)" % (retry_ms, rmin)
+        p.wait(lambda: len(p.rejected) >= 3, 3 * 1.5 * rmax + 5,
+               "three refused dials")
+        times = [t for t, _frm in p.rejected[:3]]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert gaps[0] >= 0.9 * rmin and gaps[1] >= 0.9 * 2 * rmin, \
+            "redialled after %s s; expected >= %.1f then >= %.1f" \
+            % (", ".join("%.2f" % g for g in gaps), rmin, 2 * rmin)
+        assert all(frm == ALICE for _t, frm in p.rejected), p.rejected
+        deadline = time.monotonic() + 3
+        while (len(d.find_lines(r"^refused ", start)) < 3
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        refusals = d.find_lines(r"^refused ", start)
+        assert len(refusals) == 3, "refusals reported: %s" % refusals
+        # The peer's user adds alice; its client dials us.
+        start = d.mark()
+        with p.cond:
+            p.buddies.append(ALICE)
+        p.dial(ALICE, bn.GW, d.port)
+        d.wait_up(ALICE, BOB, 5, start)
+        exchange_ref(d, p)
+        assert not d.find_lines(r"^refused ", start), d.transcript(start)
+        assert "the peer accepts us now after refusals=3" in d.log_text(), \
+            "the engine did not forget the refusals"
+
+
 # --- iq ----------------------------------------------------------------------
 
 def pings_answered():
@@ -1069,6 +1117,8 @@ TESTS = [
     ("race with a plugin-like peer (crossing dial)", race_crossing_dial),
     ("race with a plugin-like peer (both dial at once)", race_both_dial),
     ("race between two gateways", race_two_gateways, 90),
+    ("plugin 2.x not-authorized: reported, long growing backoff, then "
+     "normal", refused_not_in_contact_list, 60),
     ("pings answered in both namespaces", pings_answered),
     ("presence repeated after our ping unless plain available",
      presence_repeated_after_ping),
