@@ -430,12 +430,21 @@ pair_detach(struct pair *P, struct conn *c, const char *reason)
 	pair_maybe_forget(P);
 }
 
+/*
+ * Whether we keep our outgoing pipe in a race. The plugin's 2.x line lets
+ * the side whose JID text is smaller keep its outgoing connection: its own
+ * "nick@address" (the address as its socket names it, RFC 5952) against
+ * the contact's name, without ASCII case. Deciding by the same text makes
+ * both ends keep the same pipe; two gateways agree as well.
+ */
 static int
 local_is_lower(const struct pair *P)
 {
-	int r = memcmp(&P->local.addr, &P->remote.addr, 16);
+	char l[BAREV_JID_STRLEN], r[BAREV_JID_STRLEN];
 
-	return r != 0 ? r < 0 : strcmp(P->local.nick, P->remote.nick) < 0;
+	barev_jid_format(&P->local, l);
+	barev_jid_format(&P->remote, r);
+	return strcasecmp(l, r) < 0;
 }
 
 /*
