@@ -70,6 +70,8 @@ struct pair {
 	struct conn *in; /* the peer's pipe, once open */
 	struct conn *active; /* the settled one of out and in */
 	unsigned attempt;
+	/* Dials of ours the peer answered with not-authorized, in a row. */
+	unsigned refusals;
 	struct event *ev_redial;
 	struct event *ev_settle;
 	struct barev *b;
@@ -104,6 +106,8 @@ struct barev {
 	double dials_per_second;
 	double redial_min;
 	double redial_max;
+	double refused_min;
+	double refused_max;
 
 	struct listener *listeners;
 	size_t nlisteners;
@@ -357,27 +361,57 @@ conn_drop(struct conn *c, const char *reason, const char *condition)
 	pipe_close(c->pipe, reason, condition);
 }
 
-static void
+/*
+ * The delay before the next dial, or -1 if none is due. A peer that does
+ * not list us gets the long backoff: it dials us itself once it does.
+ */
+static double
 schedule_redial(struct pair *P)
 {
+	struct barev *b = P->b;
 	double delay;
 
 	if (!P->wanted || P->out != NULL || P->in != NULL || P->queued ||
-	    P->b->stopping || evtimer_pending(P->ev_redial, NULL))
-		return;
-	delay = backoff_delay(P->b->redial_min, P->b->redial_max, P->attempt);
+	    b->stopping || evtimer_pending(P->ev_redial, NULL))
+		return -1;
+	if (P->refusals > 0)
+		delay = backoff_delay(
+		    b->refused_min, b->refused_max, P->refusals - 1);
+	else
+		delay = backoff_delay(b->redial_min, b->redial_max, P->attempt);
 	P->attempt++;
-	log_info("pair %s: redial_in_ms=%.0f attempt=%u", P->name, delay * 1000,
-	    P->attempt);
+	log_info("pair %s: redial_in_ms=%.0f attempt=%u refusals=%u", P->name,
+	    delay * 1000, P->attempt, P->refusals);
 	timer_after(P->ev_redial, delay);
+	return delay;
+}
+
+/* The peer dialled us or accepted our dial: it lists us (again). */
+static void
+pair_accepted(struct pair *P)
+{
+	if (P->refusals == 0)
+		return;
+	log_info("pair %s: the peer accepts us now after refusals=%u", P->name,
+	    P->refusals);
+	P->refusals = 0;
 }
 
 static void
 pair_detach(struct pair *P, struct conn *c, const char *reason)
 {
 	struct barev *b = P->b;
-	double opened = pipe_opened_at(c->pipe);
+	double opened = pipe_opened_at(c->pipe), retry = -1;
+	int refused = c == P->out && reason != NULL &&
+	    strcmp(reason, PIPE_REASON_NOT_AUTHORIZED) == 0;
+	char l[BAREV_JID_STRLEN];
 
+	if (refused) {
+		P->refusals++;
+		log_info("pair %s: refused by the peer (not-authorized): it "
+			 "does not list %s as a contact refusals=%u",
+		    P->name, barev_jid_format(&P->local, l), P->refusals);
+	}
 	c->pair = NULL;
 	if (P->out == c)
 		P->out = NULL;
@@ -396,16 +430,27 @@ pair_detach(struct pair *P, struct conn *c, const char *reason)
 	} else
 		pair_settle(P);
 	if (P->out == NULL && P->in == NULL)
-		schedule_redial(P);
+		retry = schedule_redial(P);
+	if (refused)
+		b->cb->refused(b->cb_arg, &P->local, &P->remote, retry);
 	pair_maybe_forget(P);
 }
 
+/*
+ * Whether we keep our outgoing pipe in a race. The plugin's 2.x line lets
+ * the side whose JID text is smaller keep its outgoing connection: its own
+ * "nick@address" (the address as its socket names it, RFC 5952) against
+ * the contact's name, without ASCII case. Deciding by the same text makes
+ * both ends keep the same pipe; two gateways agree as well.
+ */
 static int
 local_is_lower(const struct pair *P)
 {
-	int r = memcmp(&P->local.addr, &P->remote.addr, 16);
+	char l[BAREV_JID_STRLEN], r[BAREV_JID_STRLEN];
 
-	return r != 0 ? r < 0 : strcmp(P->local.nick, P->remote.nick) < 0;
+	barev_jid_format(&P->local, l);
+	barev_jid_format(&P->remote, r);
+	return strcasecmp(l, r) < 0;
 }
 
 /*
@@ -426,6 +471,7 @@ pair_inbound(struct pair *P, struct conn *c)
 		TAILQ_REMOVE(&P->b->dialq, P, dq);
 		P->queued = 0;
 	}
+	pair_accepted(P);
 	c->pair = P;
 	if (old != NULL) {
 		P->in = c;
@@ -659,6 +705,7 @@ static int
 cb_stanza(void *arg, struct pipe *p, xmpp_stanza_t *st)
 {
 	struct barev *b = arg;
+	struct conn *c = pipe_owner_data(p);
 
 	/*
 	 * The identity of a peer is the pipe, whichever of a pair's pipes it
@@ -667,6 +714,9 @@ cb_stanza(void *arg, struct pipe *p, xmpp_stanza_t *st)
 	 */
 	if (pipe_local(p) == NULL)
 		return 0;
+	/* A stream error never comes here: anything else is acceptance. */
+	if (c->pair != NULL)
+		pair_accepted(c->pair);
 	return b->cb->stanza(b->cb_arg, pipe_local(p), pipe_remote(p), st);
 }
 
@@ -1051,6 +1101,8 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->dials_per_second = conf->dials_per_second;
 	b->redial_min = conf->redial_min;
 	b->redial_max = conf->redial_max;
+	b->refused_min = conf->refused_redial_min;
+	b->refused_max = conf->refused_redial_max;
 }
 
 static void

@@ -50,6 +50,14 @@ struct barev_cb {
 	    const struct barev_jid *remote, xmpp_stanza_t *stanza);
 	/* The outcome of barev_send_chat(token), reported exactly once. */
 	void (*confirmed)(void *arg, uint64_t token, enum pipe_confirm how);
+	/*
+	 * remote answered our dial with not-authorized: it does not list
+	 * local as a contact. The engine redials only after retry_in seconds
+	 * (growing with each refusal) and forgets the refusals once remote
+	 * dials us or accepts a dial.
+	 */
+	void (*refused)(void *arg, const struct barev_jid *local,
+	    const struct barev_jid *remote, double retry_in);
 };
 
 /* Listens as configured; NULL and *cause if a listener cannot be opened. */

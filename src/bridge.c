@@ -2158,6 +2158,9 @@ cb_stanza(void *arg, const struct barev_jid *local,
 	const char *type = xmpp_stanza_get_type(st);
 	xmpp_stanza_t *r;
 
+	/* A peer that talks to us lists the user: a later refusal is news. */
+	if (c != NULL)
+		c->refusal_told = 0;
 	if (strcmp(name, "iq") == 0) {
 		/* The reference client asks for our vCard; an empty one will do. */
 		if (type != NULL && strcmp(type, "get") == 0 &&
@@ -2186,6 +2189,45 @@ cb_stanza(void *arg, const struct barev_jid *local,
 	return 0;
 }
 
+/*
+ * The contact's client refused the user's pipe with not-authorized (the
+ * plugin's 2.x line): it does not list the user. Said once, in words, in
+ * the conversation with the contact, where the user's waiting messages
+ * are; not at each of the engine's (long-spaced) redials, and again only
+ * after the contact has talked to us in between.
+ */
+static void
+cb_refused(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote, double retry_in)
+{
+	struct bridge *b = arg;
+	struct user *u = users_by_id(b->users, local);
+	struct contact *c = u ? user_contact(u, remote) : NULL;
+	char who[BAREV_JID_STRLEN], me[BAREV_JID_STRLEN], kept[32], *text;
+	xmpp_stanza_t *m;
+
+	if (c == NULL || c->refusal_told || !b->link_up)
+		return;
+	barev_jid_format(remote, who);
+	barev_jid_format(local, me);
+	human_duration(b->conf->message_lifetime, kept, sizeof(kept));
+	xasprintf(&text,
+	    "[barev-gateway] %s has not added you (%s) to their Barev "
+	    "contacts yet, so they cannot see you or read your messages. "
+	    "What you write is kept for up to %s and delivered once they "
+	    "add you. (A note from the gateway, not from %s.)",
+	    who, me, kept, c->who.nick);
+	m = chat_to_user(b, remote, u->jid, text, NULL);
+	if (b->net.xmpp_send(b->net.xmpp_arg, m) == 0) {
+		c->refusal_told = 1;
+		log_info("bridge: told %s that %s does not list %s yet "
+			 "retry_in_s=%.0f",
+		    u->jid, who, me, retry_in);
+	}
+	xmpp_stanza_release(m);
+	free(text);
+}
+
 const struct barev_cb bridge_barev_cb = {
 	cb_lookup_local,
 	cb_allow,
@@ -2193,6 +2235,7 @@ const struct barev_cb bridge_barev_cb = {
 	cb_down,
 	cb_stanza,
 	confirmed,
+	cb_refused,
 };
 
 /* --- life cycle ------------------------------------------------------- */

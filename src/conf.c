@@ -90,6 +90,10 @@ static const struct conf_key keys[] = {
 	    NULL },
 	{ "barev.redial_max", CT_SECONDS, OFF(redial_max), 1, 86400, "900", 0,
 	    1, NULL },
+	{ "barev.refused_redial_min", CT_SECONDS, OFF(refused_redial_min), 0.1,
+	    86400, "600", 0, 1, NULL },
+	{ "barev.refused_redial_max", CT_SECONDS, OFF(refused_redial_max), 1,
+	    7 * 86400, "21600", 0, 1, NULL },
 	{ "barev.allow_any_address", CT_BOOL, OFF(allow_any_address), 0, 0,
 	    "false", 0, 0, NULL },
 	{ "barev.request_timeout", CT_SECONDS, OFF(request_timeout), 1, 86400,
@@ -609,6 +613,13 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 		xasprintf(cause,
 		    "%s: key 'barev.redial_max' must not be below "
 		    "'barev.redial_min'",
+		    name);
+		return -1;
+	}
+	if (conf->refused_redial_max < conf->refused_redial_min) {
+		xasprintf(cause,
+		    "%s: key 'barev.refused_redial_max' must not be below "
+		    "'barev.refused_redial_min'",
 		    name);
 		return -1;
 	}

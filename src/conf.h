@@ -52,6 +52,8 @@ struct conf {
 	double connect_timeout;
 	double redial_min;
 	double redial_max;
+	double refused_redial_min;
+	double refused_redial_max;
 	int allow_any_address;
 	double request_timeout;
 

@@ -64,6 +64,11 @@ struct pipe {
 	int wrote_any;
 	int shut_wr;
 	int peer_ended;
+	/*
+	 * close_pipe is writing our end: a write failing now (a peer that
+	 * refused us and closed at once) dies for the close's reason.
+	 */
+	int ending;
 	double opened_at;
 	/*
 	 * The peer has sent a stanza since the headers. The newest Pidgin
@@ -160,6 +165,15 @@ queue_rest(struct pipe *p)
 	event_add(p->ev_write, NULL);
 }
 
+/* Why a failed write kills the pipe. */
+static const char *
+write_failure(const struct pipe *p, int err)
+{
+	if (p->ending)
+		return p->close_reason;
+	return err == ECONNRESET ? "reset" : "write-error";
+}
+
 /*
  * One stanza, in parts, with a write of its own when nothing is queued:
  * the Pascal library loses a stanza that shares a read with another, so
@@ -180,9 +194,7 @@ write_stanza(struct pipe *p, const struct iovec *part, int nparts)
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR) {
-				pipe_dead(p,
-				    errno == ECONNRESET ? "reset"
-							: "write-error");
+				pipe_dead(p, write_failure(p, errno));
 				return;
 			}
 			n = 0;
@@ -576,6 +588,20 @@ handle_iq(struct pipe *p, xmpp_stanza_t *st)
 	return 0;
 }
 
+/*
+ * Why the pipe closes when the peer sent a stream error: not-authorized
+ * gets a reason of its own, since the owner backs off from a peer that
+ * says it does not list us (the plugin's 2.x line).
+ */
+static const char *
+peer_error_reason(xmpp_stanza_t *cond, const char *otherwise)
+{
+	if (cond != NULL &&
+	    strcmp(xmpp_stanza_get_name(cond), "not-authorized") == 0)
+		return PIPE_REASON_NOT_AUTHORIZED;
+	return otherwise;
+}
+
 static void
 xs_stanza(void *arg, xmpp_stanza_t *st)
 {
@@ -598,7 +624,8 @@ xs_stanza(void *arg, xmpp_stanza_t *st)
 		log_info("pipe %llu: peer sent stream error condition=%s",
 		    (unsigned long long)p->id,
 		    cond ? xmpp_stanza_get_name(cond) : "none");
-		pipe_close(p, "peer-stream-error", NULL);
+		pipe_close(
+		    p, peer_error_reason(cond, "peer-stream-error"), NULL);
 		return;
 	}
 	if (strcmp(name, "iq") == 0 && handle_iq(p, st))
@@ -623,7 +650,7 @@ xs_pre_header_error(void *arg, xmpp_stanza_t *err)
 	log_info("pipe %llu: peer refused the stream condition=%s",
 	    (unsigned long long)p->id,
 	    cond ? xmpp_stanza_get_name(cond) : "none");
-	pipe_close(p, "peer-refused", NULL);
+	pipe_close(p, peer_error_reason(cond, "peer-refused"), NULL);
 }
 
 static void
@@ -904,6 +931,7 @@ close_pipe(struct pipe *p, const char *reason, const char *condition,
 		return;
 	}
 	p->close_reason = reason;
+	p->ending = 1;
 	if (condition != NULL) {
 		send_header(p);
 		snprintf(buf, sizeof(buf),

@@ -23,6 +23,9 @@ enum pipe_state {
 	PIPE_DEAD, /* socket closed; the owner frees it later */
 };
 
+/* The close reason when the peer answered with not-authorized. */
+#define PIPE_REASON_NOT_AUTHORIZED "peer-not-authorized"
+
 /* Settings shared by all pipes, owned by the engine. */
 struct pipe_params {
 	double ping_interval;

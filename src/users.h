@@ -33,6 +33,8 @@ struct contact {
 	/* The store may hold messages not on the pipe: new ones go through it. */
 	int backlog;
 	struct shown seen; /* the contact's presence as last sent to the user */
+	/* The user was told the contact's client does not list them. */
+	int refusal_told;
 	int composing; /* the user is typing to this contact */
 	double composing_at; /* when the user last said so */
 	struct contact *next;

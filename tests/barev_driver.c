@@ -204,6 +204,16 @@ cb_confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 							     : "unknown");
 }
 
+static void
+cb_refused(void *arg, const struct barev_jid *local,
+    const struct barev_jid *remote, double retry_in)
+{
+	char l[BAREV_JID_STRLEN], r[BAREV_JID_STRLEN];
+
+	emit("refused %s %s %.0f", barev_jid_format(local, l),
+	    barev_jid_format(remote, r), retry_in * 1000);
+}
+
 static const struct barev_cb callbacks = {
 	cb_lookup_local,
 	cb_allow,
@@ -211,6 +221,7 @@ static const struct barev_cb callbacks = {
 	cb_down,
 	cb_stanza,
 	cb_confirmed,
+	cb_refused,
 };
 
 /* The next space-separated word of *line (advanced past it), or NULL. */

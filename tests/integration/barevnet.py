@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape as xml_text
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -828,6 +829,165 @@ class RefPeer:
         self._event("open", "in %s" % buddy)
         c.send(header(self.jid, buddy) + b"<presence/>")
         return True
+
+
+NOT_IN_CONTACT_LIST = (
+    b"<stream:error>"
+    b"<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+    b"Not in contact list</text></stream:error></stream:stream>")
+
+
+class Plugin2Peer(RefPeer):
+    """A peer with the habits of the plugin's 2.x line (2.4-2.13, read
+    from its sources; shared/protocol/barev-reference-behaviour.md, last
+    section). Unlike RefPeer:
+    - it accepts every TCP connection and decides after the header: a
+      peer that is none of its buddies (by exact JID, else by a unique nick,
+      and only from that buddy's address) gets its header, then
+      NOT_IN_CONTACT_LIST (ending with </stream:stream>), then a second
+      </stream:stream> (its close sends one too) and a close;
+    - a race: a buddy's inbound stream meeting a conversation that already
+      exists in the same direction loses to it; meeting its own outgoing
+      one, the side whose JID text is smaller (ASCII case ignored; its own
+      nick@address against the buddy's name) keeps its outgoing
+      connection. The losing inbound stream is closed without a byte (its
+      header was not sent yet); a losing outgoing one gets
+      </stream:stream> and is closed;
+    - messages queued with queue() while a buddy was unreachable go right
+      after its presence when a stream with that buddy opens, in order,
+      in the same write as the presence, with no delay stamp;
+    - it writes attributes with single quotes, as libpurple's xmlnode does;
+    - on a stream end or EOF it sends </stream:stream> (if it sent its
+      header) and closes."""
+
+    def __init__(self, jid, buddies=(), answer_pings=True):
+        super().__init__(jid, buddies, answer_pings)
+        self.pending = {}          # buddy JID -> [body]
+        self.rejected = []         # (monotonic time, from) of refusals
+
+    def queue(self, buddy, bodies):
+        """Messages the user typed while buddy was unreachable."""
+        with self.cond:
+            self.pending.setdefault(buddy, []).extend(bodies)
+
+    def message_xml(self, buddy, body):
+        """A chat message as the 2.x plugin writes it: the text, an XHTML
+        part in the XHTML namespace (not XHTML-IM) and a jabber:x:event."""
+        t = xml_text(body)
+        return ("<message to='%s' from='%s' type='chat'><body>%s</body>"
+                "<html xmlns='http://www.w3.org/1999/xhtml'><body><font>%s"
+                "</font></body></html><x xmlns='jabber:x:event'><composing/>"
+                "</x></message>" % (buddy, self.jid, t, t))
+
+    def jingle_call(self, buddy, sid="barev-call-1"):
+        """A call request as the 2.x plugin sends it (XEP-0166/0167 over
+        raw UDP, XEP-0177); returns the iq id."""
+        iq_id = "j-1700000000-1"
+        self.send(buddy, (
+            "<iq type='set' id='%s' from='%s' to='%s'>"
+            "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' "
+            "initiator='%s' sid='%s'>"
+            "<content creator='initiator' name='audio'>"
+            "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>"
+            "<payload-type id='0' name='PCMU' clockrate='8000'/>"
+            "</description>"
+            "<transport xmlns='urn:xmpp:jingle:transports:raw-udp:1'>"
+            "<candidate id='c1' component='1' generation='0' ip='%s' "
+            "port='50200'/></transport></content></jingle></iq>"
+            % (iq_id, self.jid, buddy, self.jid, sid, self.addr)))
+        return iq_id
+
+    # --- the peer's thread ---
+
+    def _accept(self):
+        try:
+            s, peer = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        self.accept_times.append(time.monotonic())
+        if self.mode == "refuse":
+            self._event("refused", peer[0])
+            s.close()
+            return
+        c = Conn(s, "%s<-%s" % (self.jid, peer[0]))
+        c.direction, c.buddy, c.opened = "in", None, False
+        c.header_sent = False
+        self.conns.append(c)
+        self.sel.register(c.sock, selectors.EVENT_READ, c)
+        self._event("accepted", peer[0])
+        if self.on_accept is not None:
+            self.on_accept(peer[0])
+
+    def _dial(self, buddy, host, dport):
+        super()._dial(buddy, host, dport)
+        c = self.conv.get(buddy)
+        if c is not None:
+            c.header_sent = True
+
+    def _match(self, c):
+        """The buddy an inbound stream is from, or None."""
+        frm = c.header_attrs.get("from", "")
+        src = socket.inet_pton(socket.AF_INET6, c.remote_addr)
+        nick = frm.split("@", 1)[0]
+        if frm in self.buddies:
+            cands = [frm]
+        else:
+            cands = [b for b in self.buddies if b.split("@", 1)[0] == nick]
+            if len(cands) != 1:
+                cands = []
+        for b in cands:
+            if socket.inet_pton(socket.AF_INET6, addr_of(b)) == src:
+                return b
+        return None
+
+    def _greet(self, c, buddy):
+        """Presence, then the queued messages, in one write."""
+        out = b"<presence/>"
+        for body in self.pending.pop(buddy, []):
+            out += self.message_xml(buddy, body).encode()
+        c.send(out)
+
+    def _on_header(self, c):
+        c.opened = True
+        if c.direction == "out":
+            self._event("open", "out %s" % c.buddy)
+            self._greet(c, c.buddy)
+            return True
+        frm = c.header_attrs.get("from", "")
+        buddy = self._match(c)
+        if buddy is None:
+            self.rejected.append((time.monotonic(), frm))
+            c.send(header(self.jid, frm) + NOT_IN_CONTACT_LIST)
+            c.header_sent = True
+            self._drop(c, "not in contact list: %r" % frm)
+            return False
+        old = self.conv.get(buddy)
+        if old is not None and old is not c and not old.closed:
+            if old.direction == "in":
+                wins = False
+            else:
+                keep_out = self.jid.lower() < buddy.lower()
+                wins = not keep_out
+            if not wins:
+                self._drop(c, "race: keeping the %s stream" % old.direction)
+                return False
+            self._drop(old, "race: the inbound stream wins")
+        c.buddy = buddy
+        self.conv[buddy] = c
+        self._event("open", "in %s" % buddy)
+        c.send(header(self.jid, buddy))
+        c.header_sent = True
+        self._greet(c, buddy)
+        return True
+
+    def _drop(self, c, why):
+        if not c.closed and getattr(c, "header_sent", False):
+            try:
+                c.sock.send(STREAM_END)
+            except OSError:
+                pass
+        super()._drop(c, why)
 
 
 # --- barev_driver -----------------------------------------------------------

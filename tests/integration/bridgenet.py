@@ -175,6 +175,11 @@ SERVERS = (BridgeProsody, BridgeEjabberd)
 
 # --- the gateway's configuration ------------------------------------------
 
+# The backoff for a peer that refused us with not-authorized (short here).
+REFUSED_REDIAL_MIN = 3.0
+REFUSED_REDIAL_MAX = 6.0
+
+
 def gateway_conf(srv, statedir, listen_port, component=COMPONENT,
                  address=GW, lifetime=604800, request_timeout=4.0,
                  ping_timeout=3.0, allowed=()):
@@ -201,6 +206,8 @@ barev = {{
   connect_timeout = 3.0;
   redial_min = 0.5;
   redial_max = 2.0;
+  refused_redial_min = {refused_min!r};
+  refused_redial_max = {refused_max!r};
   request_timeout = {request_timeout!r};
 }};
 limits = {{
@@ -220,6 +227,7 @@ access = {{
            port=port, address=address, lport=listen_port,
            pport=PEER_PORT, ping_timeout=float(ping_timeout),
            request_timeout=float(request_timeout), statedir=statedir,
+           refused_min=REFUSED_REDIAL_MIN, refused_max=REFUSED_REDIAL_MAX,
            lifetime=float(lifetime),
            jids=", ".join('"%s"' % j for j in allowed))
 
@@ -838,6 +846,14 @@ class RawPeer:
 def ref_peer(i, nick, buddies):
     """A RefPeer (barevnet) at peer_addr(i), not listening yet."""
     p = bn.RefPeer("%s@%s" % (nick, bn.peer_addr(i)), buddies)
+    p.cjid = contact_jid(p.jid)
+    return p
+
+
+def plugin2_peer(i, nick, buddies):
+    """A Plugin2Peer (barevnet: the plugin's 2.x line) at peer_addr(i),
+    not listening yet."""
+    p = bn.Plugin2Peer("%s@%s" % (nick, bn.peer_addr(i)), buddies)
     p.cjid = contact_jid(p.jid)
     return p
 

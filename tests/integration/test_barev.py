@@ -29,8 +29,11 @@ MALLORY_ADDR = bn.peer_addr(2)       # not anybody's contact address
 CAROL = "carol@%s" % bn.peer_addr(3)
 DAVE = "dave@%s" % bn.peer_addr(4)   # a stranger
 BOB2 = "bob2@%s" % bn.peer_addr(1)   # a second nick at bob's address
+# Its JID text sorts before alice's, its address after: the plugin's 2.x
+# race rule (JID text) and a rule by address bytes disagree about it.
+AARON = "aaron@%s" % bn.peer_addr(5)
 
-CONTACTS = ((ALICE, BOB), (ALICE, CAROL), (ALICE, BOB2))
+CONTACTS = ((ALICE, BOB), (ALICE, CAROL), (ALICE, BOB2), (ALICE, AARON))
 
 
 def same_addr(a, b):
@@ -495,6 +498,105 @@ def race_two_gateways():
                 d2.unwant(b, ALICE)
                 d1.wait_count(0, 8, "after unwant")
                 d2.wait_count(0, 8, "after unwant")
+
+
+def race_crossing(peer_cls, peer_jid):
+    """peer_cls at peer_jid dials us the moment our dial reaches it, and
+    decides on our header only once its own has reached us (as over a
+    link with some delay, where both ends decide at about the same time):
+    the race must end with one pipe, one of the two that raced (nobody
+    redials), and stanzas both ways on it."""
+    with bn.Scope() as s:
+        d = gateway(s)
+        p = s.add(peer_cls(peer_jid, [ALICE]))
+        p.listen()
+        fired = []
+
+        def cross(_src):
+            if fired:
+                return
+            fired.append(1)
+            ours = p.conns[-1]
+            p._dial(ALICE, bn.GW, d.port)
+            time.sleep(0.3)
+            p._readable(ours)
+        p.on_accept = cross
+        start = d.mark()
+        d.want(ALICE, peer_jid, p.port)
+        converged(d, p)
+        assert fired, "the peer never crossed: " + p.describe()
+        assert len(p.accept_times) == 1, \
+            "the race killed both pipes and the gateway redialled; peer " \
+            "events: %s\ndriver:\n%s" % (p.describe(), d.transcript(start))
+        downs = d.find_lines(r"^down ", start)
+        assert not downs, "the pair went down: %s" % downs
+        exchange_ref(d, p)
+
+
+def race_plugin2_gateway_smaller():
+    """The plugin's 2.x race rule, alice's JID text the smaller: the plugin
+    gives up its outgoing stream, the gateway keeps its own."""
+    race_crossing(bn.Plugin2Peer, BOB)
+
+
+def race_plugin2_gateway_larger():
+    """The 2.x rule, the peer's JID text the smaller (its address the
+    larger): the gateway gives up its dial and keeps the peer's."""
+    race_crossing(bn.Plugin2Peer, AARON)
+
+
+def race_old_rule_gateway_larger():
+    """The older plugin (keeps its newest inbound) with the same JIDs:
+    still one pipe, the gateway's dial."""
+    race_crossing(bn.RefPeer, AARON)
+
+
+def refused_not_in_contact_list():
+    """A 2.x plugin that does not list alice answers our dial with its
+    header and not-authorized: the engine reports each refusal and
+    redials only after refused_redial_min,
+    then after twice that, not every redial_min; once the peer adds alice
+    and dials us, all is normal."""
+    rmin, rmax = 2.0, 4.0
+    with bn.Scope() as s:
+        d = gateway(s, barev={"redial_min": 0.2, "redial_max": 1.0,
+                              "refused_redial_min": rmin,
+                              "refused_redial_max": rmax})
+        p = s.add(bn.Plugin2Peer(BOB, [CAROL]))
+        p.listen()
+        start = d.mark()
+        d.want(ALICE, BOB, p.port)
+        first = d.wait_line(r"^refused %s %s (\d+)$"
+                            % (re.escape(ALICE), re.escape(BOB)), 5, start,
+                            "the refusal reported")
+        retry_ms = int(first.group(1))
+        assert 1000 * rmin <= retry_ms <= 1500 * rmin, \
+            "first redial after %d ms, expected refused_redial_min %.0f s " \
+            "(+ up to half)" % (retry_ms, rmin)
+        p.wait(lambda: len(p.rejected) >= 3, 3 * 1.5 * rmax + 5,
+               "three refused dials")
+        times = [t for t, _frm in p.rejected[:3]]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert gaps[0] >= 0.9 * rmin and gaps[1] >= 0.9 * 2 * rmin, \
+            "redialled after %s s; expected >= %.1f then >= %.1f" \
+            % (", ".join("%.2f" % g for g in gaps), rmin, 2 * rmin)
+        assert all(frm == ALICE for _t, frm in p.rejected), p.rejected
+        deadline = time.monotonic() + 3
+        while (len(d.find_lines(r"^refused ", start)) < 3
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        refusals = d.find_lines(r"^refused ", start)
+        assert len(refusals) == 3, "refusals reported: %s" % refusals
+        # The peer's user adds alice; its client dials us.
+        start = d.mark()
+        with p.cond:
+            p.buddies.append(ALICE)
+        p.dial(ALICE, bn.GW, d.port)
+        d.wait_up(ALICE, BOB, 5, start)
+        exchange_ref(d, p)
+        assert not d.find_lines(r"^refused ", start), d.transcript(start)
+        assert "the peer accepts us now after refusals=3" in d.log_text(), \
+            "the engine did not forget the refusals"
 
 
 # --- iq ----------------------------------------------------------------------
@@ -1069,6 +1171,14 @@ TESTS = [
     ("race with a plugin-like peer (crossing dial)", race_crossing_dial),
     ("race with a plugin-like peer (both dial at once)", race_both_dial),
     ("race between two gateways", race_two_gateways, 90),
+    ("race, plugin 2.x rule, gateway JID smaller",
+     race_plugin2_gateway_smaller),
+    ("race, plugin 2.x rule, gateway JID larger",
+     race_plugin2_gateway_larger),
+    ("race, older plugin rule, gateway JID larger",
+     race_old_rule_gateway_larger),
+    ("plugin 2.x not-authorized: reported, long growing backoff, then "
+     "normal", refused_not_in_contact_list, 60),
     ("pings answered in both namespaces", pings_answered),
     ("presence repeated after our ping unless plain available",
      presence_repeated_after_ping),

@@ -44,6 +44,8 @@ DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
+TAM_NICK, TAM_I = "Tam", 12            # plugin 2.x: has not added alice
+NELL_NICK, NELL_I = "Nell", 13         # plugin 2.x: a burst, a call
 
 EXPIRY_LIFETIME = 2.0
 EXPIRY_CHECK_EVERY = 60.0   # the gateway looks for expired messages this often
@@ -930,6 +932,128 @@ def store_and_forward(w):
     gw.check_alive()
 
 
+def plugin2_not_added(w):
+    """A 2.x plugin that does not list alice answers the gateway's dial
+    with its header and not-authorized ("Not in contact list"): alice is
+    told once, in words, in the conversation with the contact (what she
+    writes is kept); the contact is never shown online; the gateway
+    redials only after barev.refused_redial_min, not every redial_min.
+    Once the contact adds alice and its client dials in, all is normal:
+    presence, the kept message, messages both ways."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    tam = w.keep(B.plugin2_peer(TAM_I, TAM_NICK, []))
+    tam.listen(B.PEER_PORT)
+    cj = tam.cjid
+    m = alice.mark()
+    B.add_contact(alice, tam.jid)
+    alice.message(cj, "are you there?")
+    note = alice.take(is_msg(cj, B.ANY), 8, since=m,
+                      what="the gateway's note that Tam has not added alice")
+    text = body_of(note) or ""
+    for words in ("has not added you", ALICE_B, tam.jid, "kept"):
+        if words not in text:
+            raise AssertionError("the note lacks %r: %r" % (words, text))
+    tam.wait(lambda: len(tam.rejected) >= 2, 3 * B.REFUSED_REDIAL_MIN + 8,
+             "a second refused dial")
+    gap = tam.rejected[1][0] - tam.rejected[0][0]
+    if gap < 0.9 * B.REFUSED_REDIAL_MIN:
+        raise AssertionError("redialled %.2f s after the refusal; expected "
+                             "barev.refused_redial_min (%.0f s)"
+                             % (gap, B.REFUSED_REDIAL_MIN))
+    time.sleep(0.5)
+    notes = alice.all(is_msg(cj, B.ANY), since=m)
+    assert_eq(len(notes), 1, "notes after two refusals (%s)"
+              % [body_of(n) for n in notes])
+    online = alice.all(is_pres(cj, None), since=m)
+    if online:
+        raise AssertionError("Tam was shown online: %s" % show(online[0]))
+    # Tam's user adds alice; Tam's client dials in.
+    m = alice.mark()
+    with tam.cond:
+        tam.buddies.append(ALICE_B)
+    tam.dial(ALICE_B, B.GW, gw.listen_port)
+    alice.take(is_pres(cj, None), 8, since=m, what="Tam's presence")
+    tam.wait(lambda: "are you there?" in [b for _c, b in B.ref_bodies(tam)],
+             8, "the message kept while Tam refused")
+    alice.message(cj, "hello again")
+    tam.wait(lambda: "hello again" in [b for _c, b in B.ref_bodies(tam)],
+             5, "a message after Tam added alice")
+    tam.send(ALICE_B, tam.message_xml(ALICE_B, "hi alice"))
+    alice.take(is_msg(cj, "hi alice"), since=m)
+    assert_eq(len(alice.all(is_msg(cj, B.ANY), since=m)), 1,
+              "messages from Tam's JID after it added alice (no new note)")
+    gw.check_alive()
+
+
+BURST_2X = 60
+
+
+def plugin2_burst_and_call(w):
+    """A 2.x plugin contact comes back and sends, in the same write as its
+    presence right after its header, the %d messages its user typed while
+    it was away: all reach alice complete and in order. Then it places a
+    call (a Jingle session-initiate iq): an iq error comes back on the
+    pipe, which stays up.""" % BURST_2X
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    nell = w.keep(B.plugin2_peer(NELL_I, NELL_NICK, [ALICE_B]))
+    nell.listen(B.PEER_PORT)
+    cj = nell.cjid
+    m = alice.mark()
+    B.add_contact(alice, nell.jid)
+    nell.wait(lambda: ALICE_B in nell.open_conversations(), 8,
+              "a pipe from alice")
+    alice.take(is_pres(cj, None), since=m, what="Nell's presence")
+    # Nell's client quits; what its user types meanwhile is queued.
+    bodies = ["burst %02d: %s & <%d>" % (i, "z" * 300, i)
+              for i in range(BURST_2X)]
+
+    def away():
+        for c in nell.conns:
+            if not c.closed:
+                nell._drop(c, "client quits")
+        nell.queue(ALICE_B, bodies)
+    m = alice.mark()
+    nell.call(away)
+    alice.take(is_pres(cj, "unavailable"), since=m)
+    nell.dial(ALICE_B, B.GW, gw.listen_port)
+    deadline = time.monotonic() + 10 * B.SLOW
+    while len(alice.all(is_msg(cj, B.ANY), since=m)) < BURST_2X:
+        if time.monotonic() > deadline:
+            raise AssertionError("%d of %d messages after 10 s:\n%s"
+                                 % (len(alice.all(is_msg(cj, B.ANY),
+                                                  since=m)),
+                                    BURST_2X, alice.dump(m)))
+        time.sleep(0.1)
+    time.sleep(0.5)
+    got = [body_of(el) for el in alice.all(is_msg(cj, B.ANY), since=m)]
+    if got != bodies:
+        raise AssertionError("the burst arrived as %d messages, not in "
+                             "order or not whole: %s"
+                             % (len(got), [g[:9] for g in got]))
+    # A call.
+    conv = nell.open_conversations()[ALICE_B]
+    iq_id = nell.jingle_call(ALICE_B)
+    r = nell.wait_stanza(ALICE_B, lambda e: bn.name_of(e) == "iq"
+                         and e.get("id") == iq_id, 5, "the answer to the call")
+    err = bn.stanza_error_condition(r)
+    if r.get("type") != "error" or err is None or err[1] not in (
+            "feature-not-implemented", "service-unavailable"):
+        raise AssertionError("the call got %s" % bn.show(r))
+    m = alice.mark()
+    alice.message(cj, "after the call")
+    nell.wait(lambda: "after the call" in [b for _c, b in B.ref_bodies(nell)],
+              5, "a message after the call")
+    nell.send(ALICE_B, nell.message_xml(ALICE_B, "still here"))
+    alice.take(is_msg(cj, "still here"), since=m)
+    if nell.open_conversations().get(ALICE_B) is not conv:
+        raise AssertionError("the pipe did not stay up: " + nell.describe())
+    gw.check_alive()
+
+
 def listening_contact(w, alice, i, nick):
     """A RefPeer at peer_addr(i), listening and made alice's contact,
     once the gateway has opened a pipe to it."""
@@ -1379,6 +1503,10 @@ SCENARIOS = [
     ("ad-hoc commands: register, address, contact port, unregister",
      adhoc_commands),
     ("store-and-forward, in order, across a restart", store_and_forward),
+    ("plugin 2.x has not added alice: told once, never online, backoff",
+     plugin2_not_added),
+    ("plugin 2.x: a burst after reconnecting, in order; a call gets an "
+     "iq error", plugin2_burst_and_call),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
      kill9_burst, 90),

@@ -98,6 +98,8 @@ test_minimal_gets_defaults(void **state)
 	assert_int_equal(c->ping_failures, 3);
 	assert_true(c->handshake_timeout == 10.0 && c->connect_timeout == 10.0);
 	assert_true(c->redial_min == 5.0 && c->redial_max == 900.0);
+	assert_true(
+	    c->refused_redial_min == 600.0 && c->refused_redial_max == 21600.0);
 	assert_false(c->allow_any_address);
 	assert_true(c->request_timeout == 300.0);
 	assert_true(c->request_interval == 3600.0);
@@ -161,6 +163,8 @@ test_every_key_set(void **state)
 	assert_int_equal(c->ping_failures, 5);
 	assert_true(c->handshake_timeout == 3.0 && c->connect_timeout == 4.0);
 	assert_true(c->redial_min == 1.0 && c->redial_max == 60.0);
+	assert_true(
+	    c->refused_redial_min == 120.0 && c->refused_redial_max == 7200.0);
 	assert_true(c->allow_any_address);
 	assert_true(c->request_timeout == 20.0);
 	assert_true(c->request_interval == 60.0);
@@ -279,6 +283,8 @@ test_bad_values(void **state)
 	expect_bad("not-yggdrasil.conf", ":2: key 'barev.address'", "200::/7");
 	expect_bad("bad-jid.conf", ":1: key 'component.jid'", "lower-case");
 	expect_bad("backoff-order.conf", "'component.reconnect_max'",
+	    "must not be below");
+	expect_bad("refused-backoff-order.conf", "'barev.refused_redial_max'",
 	    "must not be below");
 	expect_bad("bad-access-jid.conf", ":2: key 'access.jids'", "bare JID");
 }
