@@ -312,18 +312,32 @@ send_user_presence(struct bridge *b, struct user *u, struct contact *c)
 {
 	xmpp_stanza_t *p = xmpp_stanza_new(b->ctx);
 	static const char *const shows[] = { NULL, "away", "dnd" };
+	struct shown view;
 
+	/* A resource that sent c a directed unavailable is not shown to c. */
+	user_shown_to(u, c, &view);
+	if (!user_online(u))
+		view.available = 0;
+	/* One logout reaches us once per contact JID and at our own JID. */
+	if (c->told_valid && shown_equal(&view, &c->told)) {
+		xmpp_stanza_release(p);
+		shown_clear(&view);
+		return;
+	}
+	shown_set(&c->told, view.available, view.show, view.status);
+	c->told_valid = 1;
 	xmpp_stanza_set_name(p, "presence");
-	if (!user_online(u) || !u->sent.available)
+	if (!view.available)
 		xmpp_stanza_set_type(p, "unavailable");
 	else {
-		if (shows[u->sent.show] != NULL)
-			stanza_add_text_child(p, "show", shows[u->sent.show]);
-		if (u->sent.status != NULL)
-			stanza_add_text_child(p, "status", u->sent.status);
+		if (shows[view.show] != NULL)
+			stanza_add_text_child(p, "show", shows[view.show]);
+		if (view.status != NULL)
+			stanza_add_text_child(p, "status", view.status);
 	}
 	b->net.send(b->net.barev_arg, &u->id, &c->who, p);
 	xmpp_stanza_release(p);
+	shown_clear(&view);
 }
 
 static void
@@ -362,7 +376,8 @@ went_offline(struct bridge *b, struct user *u)
 	}
 }
 
-static void
+/* A presence from one of u's resources for everyone; 1 if the contacts' pipes were told. */
+static int
 user_resource_presence(
     struct bridge *b, struct user *u, const char *from, xmpp_stanza_t *st)
 {
@@ -371,18 +386,19 @@ user_resource_presence(
 	struct contact *c;
 
 	if (!user_presence(u, from, st, &now))
-		return;
+		return 0;
 	if (!was && user_online(u)) {
 		went_online(b, u);
-		return;
+		return 1;
 	}
 	if (was && !user_online(u)) {
 		went_offline(b, u);
-		return;
+		return 1;
 	}
 	for (c = u->contacts; c != NULL; c = c->next)
 		if (c->pipe_up)
 			send_user_presence(b, u, c);
+	return 1;
 }
 
 /* --- contacts --------------------------------------------------------- */
@@ -458,6 +474,7 @@ contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 	if (up && !c->pipe_up) {
 		/* A stranger's pipe that was open all along. */
 		c->pipe_up = 1;
+		c->told_valid = 0;
 		send_user_presence(b, u, c);
 	}
 	if (user_online(u))
@@ -528,13 +545,31 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 {
 	const char *type = xmpp_stanza_get_type(st);
 	const char *from = xmpp_stanza_get_from(st);
-	struct contact *c;
+	struct contact *c = user_contact(u, who);
+	int unhid;
 
-	if (type == NULL || strcmp(type, "unavailable") == 0) {
-		user_resource_presence(b, u, from, st);
+	if (type == NULL) {
+		unhid = c != NULL && contact_unhide(c, from);
+		if (!user_resource_presence(b, u, from, st) && unhid &&
+		    c->pipe_up)
+			send_user_presence(b, u, c);
 		return;
 	}
-	c = user_contact(u, who);
+	if (strcmp(type, "unavailable") == 0) {
+		/*
+		 * Directed to this contact alone, or one copy of a logout
+		 * (which also reaches the gateway's JID, and every contact
+		 * the user shares presence with): the resource leaves when
+		 * no one sees it any more.
+		 */
+		if (c != NULL)
+			contact_hide(c, from);
+		if (c == NULL || user_hidden_from_all(u, from))
+			user_resource_presence(b, u, from, st);
+		else if (c->pipe_up)
+			send_user_presence(b, u, c);
+		return;
+	}
 	if (strcmp(type, "probe") == 0) {
 		if (c != NULL && c->seen.available)
 			presence_from_contact(b, who, bare, NULL, &c->seen);
@@ -1593,6 +1628,7 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	for (c = u->contacts; c != NULL; c = c->next) {
 		b->net.unwant(b->net.barev_arg, &old, &c->who);
 		c->pipe_up = 0;
+		c->told_valid = 0;
 		c->sent_upto = 0;
 		c->backlog = 1;
 		if (c->seen.available) {
@@ -2016,6 +2052,7 @@ cb_up(void *arg, const struct barev_jid *local, const struct barev_jid *remote)
 	if (c == NULL)
 		return; /* a stranger: nothing to show until the user accepts */
 	c->pipe_up = 1;
+	c->told_valid = 0;
 	send_user_presence(b, u, c);
 	flush_queue(b, u, c);
 }
@@ -2031,6 +2068,7 @@ cb_down(void *arg, const struct barev_jid *local,
 	if (c == NULL)
 		return;
 	c->pipe_up = 0;
+	c->told_valid = 0;
 	/* Whatever is still stored goes again on the next pipe. */
 	c->sent_upto = 0;
 	c->backlog = 1;

@@ -103,6 +103,18 @@ chatmsg_inner(const char *body, const char *xhtml, size_t *len)
 	return out;
 }
 
+/* A new <html/> in the XHTML-IM namespace; *body is its XHTML <body/>. */
+static xmpp_stanza_t *
+new_xhtml_im(xmpp_ctx_t *ctx, xmpp_stanza_t **body)
+{
+	xmpp_stanza_t *html = xmpp_stanza_new(ctx);
+
+	xmpp_stanza_set_name(html, "html");
+	xmpp_stanza_set_ns(html, NS_XHTML_IM);
+	*body = stanza_add_child(html, "body", NS_XHTML);
+	return html;
+}
+
 char *
 chatmsg_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html)
 {
@@ -113,10 +125,7 @@ chatmsg_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html)
 	body = html != NULL ? stanza_child(html, "body", NS_XHTML) : NULL;
 	if (body == NULL)
 		return NULL;
-	out = xmpp_stanza_new(ctx);
-	xmpp_stanza_set_name(out, "html");
-	xmpp_stanza_set_ns(out, NS_XHTML_IM);
-	obody = stanza_add_child(out, "body", NS_XHTML);
+	out = new_xhtml_im(ctx, &obody);
 	font = stanza_add_child(obody, "font", NULL);
 	for (c = xmpp_stanza_get_children(body); c != NULL;
 	     c = xmpp_stanza_get_next(c))
@@ -280,10 +289,7 @@ chatmsg_safe_xhtml(xmpp_ctx_t *ctx, xmpp_stanza_t *html)
 	body = html != NULL ? stanza_child(html, "body", NULL) : NULL;
 	if (body == NULL)
 		return NULL;
-	out = xmpp_stanza_new(ctx);
-	xmpp_stanza_set_name(out, "html");
-	xmpp_stanza_set_ns(out, NS_XHTML_IM);
-	obody = stanza_add_child(out, "body", NS_XHTML);
+	out = new_xhtml_im(ctx, &obody);
 	if (safe_children(ctx, obody, body) == 0) {
 		xmpp_stanza_release(out);
 		return NULL;

@@ -47,9 +47,23 @@ users_new(void)
 }
 
 static void
+hidden_free(struct contact *c)
+{
+	struct hidden *h;
+
+	while ((h = c->hidden) != NULL) {
+		c->hidden = h->next;
+		free(h->jid);
+		free(h);
+	}
+}
+
+static void
 contact_free(struct contact *c)
 {
 	shown_clear(&c->seen);
+	shown_clear(&c->told);
+	hidden_free(c);
 	free(c);
 }
 
@@ -65,7 +79,10 @@ static void
 resources_free(struct user *u)
 {
 	struct resource *r;
+	struct contact *c;
 
+	for (c = u->contacts; c != NULL; c = c->next)
+		hidden_free(c);
 	while ((r = u->resources) != NULL) {
 		u->resources = r->next;
 		resource_free(r);
@@ -320,6 +337,10 @@ resource_drop(struct user *u, const char *full)
 {
 	struct resource **rp, *r;
 
+	struct contact *c;
+
+	for (c = u->contacts; c != NULL; c = c->next)
+		contact_unhide(c, full);
 	for (rp = &u->resources; (r = *rp) != NULL; rp = &r->next) {
 		if (strcmp(r->jid, full) == 0) {
 			*rp = r->next;
@@ -362,14 +383,30 @@ resource_set(struct user *u, const char *full, xmpp_stanza_t *pres)
 	}
 }
 
-/* The aggregate: the most available resource, then the highest priority. */
+static int
+hides(const struct contact *c, const char *full)
+{
+	const struct hidden *h;
+
+	for (h = c != NULL ? c->hidden : NULL; h != NULL; h = h->next)
+		if (strcmp(h->jid, full) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * The aggregate: the most available resource, then the highest priority;
+ * only the resources c sees if c is not NULL.
+ */
 static void
-aggregate(const struct user *u, struct shown *out)
+aggregate(const struct user *u, const struct contact *c, struct shown *out)
 {
 	const struct resource *r, *best = NULL;
 	enum barev_show show;
 
 	for (r = u->resources; r != NULL; r = r->next) {
+		if (hides(c, r->jid))
+			continue;
 		if (best == NULL || r->rank > best->rank ||
 		    (r->rank == best->rank && r->priority > best->priority) ||
 		    (r->rank == best->rank && r->priority == best->priority &&
@@ -402,7 +439,7 @@ user_presence(struct user *u, const char *full_jid, xmpp_stanza_t *pres,
 		resource_set(u, full_jid, pres);
 	else
 		return 0; /* subscriptions, probes and errors are not presence */
-	aggregate(u, &next);
+	aggregate(u, NULL, &next);
 	if (shown_equal(&next, &u->sent)) {
 		shown_clear(&next);
 		return 0;
@@ -427,4 +464,65 @@ user_forget_resources(struct user *u)
 	resources_free(u);
 	shown_clear(&u->sent);
 	return was;
+}
+
+void
+contact_hide(struct contact *c, const char *full)
+{
+	struct hidden *h;
+
+	if (hides(c, full))
+		return;
+	h = xmalloc(sizeof(*h));
+	h->jid = xstrdup(full);
+	h->next = c->hidden;
+	c->hidden = h;
+}
+
+int
+contact_unhide(struct contact *c, const char *full)
+{
+	struct hidden **hp, *h;
+
+	for (hp = &c->hidden; (h = *hp) != NULL; hp = &h->next) {
+		if (strcmp(h->jid, full) == 0) {
+			*hp = h->next;
+			free(h->jid);
+			free(h);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int
+user_hidden_from_all(const struct user *u, const char *full)
+{
+	const struct resource *r;
+	const struct contact *c;
+	int sharing = 0;
+
+	for (r = u->resources; r != NULL; r = r->next)
+		if (strcmp(r->jid, full) == 0)
+			break;
+	if (r == NULL)
+		return 0;
+	for (c = u->contacts; c != NULL; c = c->next) {
+		if (!c->sub_from)
+			continue;
+		sharing = 1;
+		if (!hides(c, full))
+			return 0;
+	}
+	return sharing;
+}
+
+void
+user_shown_to(const struct user *u, const struct contact *c, struct shown *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c->hidden == NULL)
+		shown_set(out, u->sent.available, u->sent.show, u->sent.status);
+	else
+		aggregate(u, c, out);
 }

@@ -36,8 +36,18 @@ struct contact {
 	/* The user was told the contact's client does not list them. */
 	int refusal_told;
 	int composing; /* the user is typing to this contact */
+	/* Resources that sent this contact a directed unavailable. */
+	struct hidden *hidden;
+	/* The user's presence as last sent on the current pipe, if told. */
+	struct shown told;
+	int told_valid;
 	double composing_at; /* when the user last said so */
 	struct contact *next;
+};
+
+struct hidden {
+	char *jid; /* full JID */
+	struct hidden *next;
 };
 
 struct resource {
@@ -88,6 +98,20 @@ void user_contact_remove(struct user *u, struct contact *c);
 int user_presence(struct user *u, const char *full_jid, xmpp_stanza_t *pres,
     const struct shown **now);
 int user_online(const struct user *u);
+
+/*
+ * A directed unavailable from the user's resource full_jid to c: c no
+ * longer sees that resource, the others still do. A directed available
+ * (contact_unhide) undoes it; 1 if it did. A resource that leaves
+ * (user_presence) is shown to nobody and forgotten here too.
+ */
+void contact_hide(struct contact *c, const char *full_jid);
+int contact_unhide(struct contact *c, const char *full_jid);
+/* Whether u has resource full_jid and every contact u shares presence with hides it. */
+int user_hidden_from_all(const struct user *u, const char *full_jid);
+/* What c is to be shown of u: u->sent unless c hides a resource. Clear *out. */
+void
+user_shown_to(const struct user *u, const struct contact *c, struct shown *out);
 /* Drops every resource (the server can no longer tell); 1 if u was online. */
 int user_forget_resources(struct user *u);
 

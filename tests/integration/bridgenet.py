@@ -995,6 +995,19 @@ class BridgeWorld:
             raise AssertionError("; ".join(errors))
 
 
+def server_tests(scenarios, world_cls=None):
+    """harness Tests for scenarios [(title, fn(world)[, timeout])] on
+    each server, one world (world_cls, default BridgeWorld) per server
+    shared by its scenarios in order."""
+    out = []
+    for cls in SERVERS:
+        world = (world_cls or BridgeWorld)(cls)
+        for sc in scenarios:
+            out.append(h.Test("%s: %s" % (cls.name, sc[0]), sc[1], world,
+                              sc[2] if len(sc) > 2 else 60))
+    return out
+
+
 def barev_of(nick, addr=GW):
     return "%s@%s" % (nick, addr)
 

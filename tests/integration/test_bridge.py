@@ -1522,13 +1522,7 @@ SCENARIOS = [
 
 
 def tests():
-    out = []
-    for cls in B.SERVERS:
-        world = B.BridgeWorld(cls)
-        for sc in SCENARIOS:
-            out.append(h.Test("%s: %s" % (cls.name, sc[0]), sc[1], world,
-                              sc[2] if len(sc) > 2 else 60))
-    return out
+    return B.server_tests(SCENARIOS)
 
 
 if __name__ == "__main__":

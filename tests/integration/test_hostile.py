@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as h  # noqa: E402
 import barevnet as bn  # noqa: E402
 import bridgenet as B  # noqa: E402
 
@@ -138,7 +137,38 @@ def refusals_summarised(w):
     gw.check_alive()
 
 
+def directed_unavailable(w):
+    """A client's directed unavailable to one contact (e.g. "appear
+    offline to this contact") takes the user offline to that contact only;
+    a directed available brings them back. It took the user offline to
+    every contact."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    pipes = []
+    for i, nick in ((13, "Dot"), (14, "Dash")):
+        peer = w.keep(B.RawPeer(i, nick))
+        B.add_contact(alice, peer.jid)
+        p = peer.expect_dial(B.barev_of("Alice"))
+        p.wait(B.b_is_pres(None), what="alice available at %s" % nick)
+        pipes.append((peer, p))
+    (dot, dot_pipe), (dash, dash_pipe) = pipes
+    alice.presence(to=dot.cjid, type="unavailable")
+    dot_pipe.wait(B.b_is_pres("unavailable"), what="unavailable at Dot")
+    dash_pipe.expect_none(B.b_is_pres("unavailable"), 1.5,
+                          "unavailable at Dash (the presence was for Dot)")
+    if not dash_pipe.alive() or not dot_pipe.alive():
+        raise AssertionError("a pipe closed after a directed unavailable")
+    alice.presence(to=dot.cjid)
+    dot_pipe.wait(B.b_is_pres(None), what="alice available again at Dot")
+    gw.check_alive()
+    for _peer, p in pipes:
+        p.close()
+
+
 SCENARIOS = [
+    ("a directed unavailable affects that contact only",
+     directed_unavailable),
     ("300 refused connections: one line and one summary",
      refusals_summarised, 60),
     ("an echoed from or to is cut between characters",
@@ -148,13 +178,7 @@ SCENARIOS = [
 
 
 def tests():
-    out = []
-    for cls in B.SERVERS:
-        world = B.BridgeWorld(cls)
-        for sc in SCENARIOS:
-            out.append(h.Test("%s: %s" % (cls.name, sc[0]), sc[1], world,
-                              sc[2] if len(sc) > 2 else 60))
-    return out
+    return B.server_tests(SCENARIOS)
 
 
 if __name__ == "__main__":

@@ -63,19 +63,26 @@ def two_listen_ports(w):
         gw.wait_log(r"barev: listening on \[::\]:%d" % port)
     alice = w.registered_user("alice", "Alice")
     for i, port in enumerate(ports):
-        # Not listening: the gateway's own dials fail, so the pipe that
-        # comes up is the one the peer opened on this port.
+        # A Pidgin user adds alice: a stranger's pipe on this port, a
+        # subscription request, alice accepts. (Adding the peer from
+        # alice's side would make the gateway dial it, and in this one
+        # namespace [::]:5299 is also the peer's address: the gateway
+        # would reach itself.)
         peer = w.keep(B.RawPeer(12 + i, "Port%d" % port, listen=False))
-        B.add_contact(alice, peer.jid)
+        m = alice.mark()
         pipe = peer.dial(ALICE_B, port)
+        alice.take(B.is_pres(peer.cjid, "subscribe"), since=m,
+                   what="%s's request (it dialled port %d)" % (peer.jid, port))
+        alice.presence(to=peer.cjid, type="subscribed")
+        alice.presence(to=peer.cjid, type="subscribe")
         first = pipe.wait(lambda el: el.tag == C("presence"), 5,
                           "alice's presence on the pipe to port %d" % port)
         if first.get("type") is not None:
             raise AssertionError("port %d: alice is available, the peer "
                                  "got %s" % (port, show(first)))
         gw.check_alive()
-        alice.take(B.is_pres(peer.cjid, None), what="%s available (it dialled"
-                   " port %d)" % (peer.jid, port))
+        alice.take(B.is_pres(peer.cjid, None), since=m,
+                   what="%s available (it dialled port %d)" % (peer.jid, port))
         w.state[port] = pipe
     # Both pipes are still up once both listeners have been used.
     for port in ports:
@@ -92,13 +99,7 @@ SCENARIOS = [
 
 
 def tests():
-    out = []
-    for cls in B.SERVERS:
-        world = ShippedWorld(cls)
-        for name, fn, timeout in SCENARIOS:
-            out.append(h.Test("%s: %s" % (cls.name, name), fn, world,
-                              timeout))
-    return out
+    return B.server_tests(SCENARIOS, ShippedWorld)
 
 
 if __name__ == "__main__":

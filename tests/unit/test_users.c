@@ -241,6 +241,53 @@ test_presence_two_resources(void **state)
 	users_free(us);
 }
 
+/* A directed unavailable hides one resource from one contact only. */
+static void
+test_directed_unavailable(void **state)
+{
+	struct users *us = users_new();
+	struct barev_jid me = bj("alice@200:aaaa::1");
+	struct user *u = users_add(us, "alice@example.org", &me);
+	struct contact *c1 = user_contact_add(u, &me, 0);
+	struct barev_jid other = bj("bob@201::1");
+	struct contact *c2 = user_contact_add(u, &other, 0);
+	struct shown v;
+
+	c1->sub_from = c2->sub_from = 1;
+	assert_true(feed(
+	    u, "alice@example.org/a", "<presence><show>dnd</show></presence>"));
+	assert_true(feed(u, "alice@example.org/b", "<presence/>"));
+	contact_hide(c1, "alice@example.org/b");
+	/* c1 sees only resource a (dnd); c2 still sees b (available). */
+	user_shown_to(u, c1, &v);
+	assert_int_equal(v.available, 1);
+	assert_int_equal(v.show, BSHOW_DND);
+	shown_clear(&v);
+	user_shown_to(u, c2, &v);
+	assert_int_equal(v.available, 1);
+	assert_int_equal(v.show, BSHOW_NONE);
+	shown_clear(&v);
+	assert_false(user_hidden_from_all(u, "alice@example.org/b"));
+	/* Hidden from everyone it shares presence with: it has left. */
+	contact_hide(c2, "alice@example.org/b");
+	assert_true(user_hidden_from_all(u, "alice@example.org/b"));
+	assert_false(user_hidden_from_all(u, "alice@example.org/nobody"));
+	/* A directed available undoes it. */
+	assert_true(contact_unhide(c2, "alice@example.org/b"));
+	assert_false(contact_unhide(c2, "alice@example.org/b"));
+	/* Both resources hidden from c1: c1 sees the user unavailable. */
+	contact_hide(c1, "alice@example.org/a");
+	user_shown_to(u, c1, &v);
+	assert_int_equal(v.available, 0);
+	shown_clear(&v);
+	/* A resource that leaves is forgotten by every contact (b stays, so
+	 * peers are told nothing). */
+	assert_false(
+	    feed(u, "alice@example.org/a", "<presence type='unavailable'/>"));
+	assert_false(contact_unhide(c1, "alice@example.org/a"));
+	users_free(us);
+}
+
 int
 main(void)
 {
@@ -250,6 +297,7 @@ main(void)
 		cmocka_unit_test(test_presence_mapping),
 		cmocka_unit_test(test_forget_resources),
 		cmocka_unit_test(test_presence_two_resources),
+		cmocka_unit_test(test_directed_unavailable),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
