@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "conf.h"
@@ -242,14 +244,28 @@ strlist_add(struct conf_strlist *l, const char *s)
 	l->v[l->n++] = xstrdup(s);
 }
 
+/* Two sockets cannot listen on one address and port: compared as parsed. */
 static int
 listen_add(struct conf_listenlist *l, const char *s, const char **cause)
 {
+	static char twice[ADDR_STRLEN + 64];
+	char text[ADDR_STRLEN];
 	struct conf_listen one;
+	size_t i;
 
 	memset(&one, 0, sizeof(one));
 	if (addr_parse_listen(s, 5299, &one.addr, &one.port, cause) == -1)
 		return -1;
+	for (i = 0; i < l->n; i++) {
+		if (!addr_equal(&l->v[i].addr, &one.addr) ||
+		    l->v[i].port != one.port)
+			continue;
+		snprintf(twice, sizeof(twice),
+		    "lists [%s]:%u twice; list each address and port once",
+		    addr_format(&one.addr, text), one.port);
+		*cause = twice;
+		return -1;
+	}
 	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
 	l->v[l->n++] = one;
 	return 0;
@@ -532,6 +548,7 @@ out:
 static int
 validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 {
+	config_setting_t *s;
 	size_t i;
 	const char *dot;
 
@@ -554,8 +571,10 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 			config_lookup(cfg, "component.secret_file")));
 		return -1;
 	}
-	if (conf->component_secret_file != NULL)
-		return read_secret_file(conf, cfg, name, cause);
+	/* The rules below hold for a secret from a file too. */
+	if (conf->component_secret_file != NULL &&
+	    read_secret_file(conf, cfg, name, cause) == -1)
+		return -1;
 	if (conf->component_secret == NULL) {
 		xasprintf(cause,
 		    "%s: missing required key 'component.secret' "
@@ -579,6 +598,8 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 			config_lookup(cfg, "barev.address")));
 		return -1;
 	}
+	if ((s = config_lookup(cfg, "storage.path")) != NULL)
+		conf->storage_path_line = config_setting_source_line(s);
 	if (conf->reconnect_max < conf->reconnect_min) {
 		xasprintf(cause,
 		    "%s: key 'component.reconnect_max' must not be "
@@ -661,6 +682,70 @@ conf_load_string(
     const char *name, const char *text, struct conf **out, char **cause)
 {
 	return load(name, text, out, cause);
+}
+
+/* Says why path cannot be the store, in a static buffer; NULL if it can. */
+static const char *
+storage_problem(const char *path)
+{
+	static char why[1200];
+	char dir[1024];
+	const char *slash = strrchr(path, '/');
+	struct stat st;
+	size_t len;
+	int err = 0;
+
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(
+		    why, sizeof(why), "%s is a directory, not a file", path);
+		return why;
+	}
+	len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+	if (len >= sizeof(dir)) {
+		snprintf(why, sizeof(why), "is longer than %zu bytes",
+		    sizeof(dir) - 1);
+		return why;
+	}
+	memcpy(dir, slash == NULL ? "." : path, len);
+	dir[len] = '\0';
+	if (stat(dir, &st) == -1)
+		err = errno;
+	else if (!S_ISDIR(st.st_mode))
+		err = ENOTDIR;
+	if (err != 0) {
+		snprintf(why, sizeof(why), "cannot use the directory %s: %s",
+		    dir, strerror(err));
+		return why;
+	}
+	/* SQLite writes a journal beside the file: the directory must be writable. */
+	if (access(dir, W_OK | X_OK) == -1) {
+		snprintf(why, sizeof(why),
+		    "cannot write in the directory %s: %s", dir,
+		    strerror(errno));
+		return why;
+	}
+	if (access(path, F_OK) == 0 && access(path, R_OK | W_OK) == -1) {
+		snprintf(why, sizeof(why), "cannot write %s: %s", path,
+		    strerror(errno));
+		return why;
+	}
+	return NULL;
+}
+
+int
+conf_check_storage(const struct conf *conf, char **cause)
+{
+	const char *why = storage_problem(conf->storage_path);
+
+	if (why == NULL)
+		return 0;
+	if (conf->storage_path_line > 0)
+		xasprintf(cause, "%s:%d: key 'storage.path' %s", conf->path,
+		    conf->storage_path_line, why);
+	else
+		xasprintf(cause, "%s: key 'storage.path' (the default) %s",
+		    conf->path, why);
+	return -1;
 }
 
 void

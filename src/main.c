@@ -375,6 +375,13 @@ main(int argc, char **argv)
 		free(cause);
 		return EXIT_BADCONF;
 	}
+	/* Not in conf_load: a reload keeps the store it has open. */
+	if (conf_check_storage(gw.conf, &cause) == -1) {
+		fprintf(stderr, "barev-gateway: %s\n", cause);
+		free(cause);
+		conf_free(gw.conf);
+		return EXIT_BADCONF;
+	}
 	if (check_only) {
 		rc = find_node(&gw, 1);
 		if (rc == 0)

@@ -135,6 +135,22 @@ BAD = [
     ("both secret and secret_file",
      replace("  host =", '  secret_file = "/dev/null";\n  host ='),
      None, ["secret"]),
+    ("the same listen address twice",
+     lambda t: re.sub(r'listen = \[ "([^"]+)" \];',
+                      r'listen = [ "\1", "\1" ];', t, 1),
+     "listen =", ["barev.listen"]),
+    ("one listen address written two ways",
+     lambda t: re.sub(r'listen = \[ "\[::1\]:(\d+)" \];',
+                      r'listen = [ "[0:0::1]:\1", "[::1]:\1" ];', t, 1),
+     "listen =", ["barev.listen"]),
+    ("storage.path in a directory that does not exist",
+     lambda t: re.sub(r'path = "[^"]*";',
+                      'path = "/nonexistent/barev-test/state.db";', t, 1),
+     "/nonexistent/barev-test", ["storage.path"]),
+    ("storage.path in a file, not a directory",
+     lambda t: re.sub(r'path = "[^"]*";', 'path = "/dev/null/state.db";',
+                      t, 1),
+     "/dev/null/state.db", ["storage.path"]),
 ]
 
 
