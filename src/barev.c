@@ -49,6 +49,8 @@ struct conn {
 	struct pair *pair; /* NULL until identified, and once detached */
 	struct barev *b;
 	struct in6_addr dialled;
+	unsigned short
+	    port; /* dialled (outbound): the log of a failed dial names it */
 	int dialing; /* counted in dials_in_progress */
 	int dead;
 	TAILQ_ENTRY(conn) entry;
@@ -101,6 +103,7 @@ struct barev {
 	double dials_per_second;
 	double redial_min;
 	double redial_max;
+	unsigned short default_port; /* for pairs without a port of their own */
 
 	struct listener *listeners;
 	size_t nlisteners;
@@ -647,6 +650,22 @@ check_shutdown_done(struct barev *b)
 		event_active(b->ev_shutdown, 0, 0);
 }
 
+/* Our connect never completed: say where we dialled, so a wrong port shows. */
+static void
+log_dial_failed(struct conn *c, const char *reason)
+{
+	char text[ADDR_STRLEN];
+
+	addr_format(pipe_peer(c->pipe), text);
+	if (c->pair != NULL)
+		log_info("pair %s: dial failed addr=%s port=%u reason=%s",
+		    c->pair->name, text, c->port, reason);
+	else
+		log_info("pipe %llu: dial failed addr=%s port=%u reason=%s",
+		    (unsigned long long)pipe_id(c->pipe), text, c->port,
+		    reason);
+}
+
 static void
 cb_dead(void *arg, struct pipe *p, const char *reason)
 {
@@ -654,6 +673,9 @@ cb_dead(void *arg, struct pipe *p, const char *reason)
 	struct conn *c = pipe_owner_data(p);
 	struct addr_stat *s = addr_get(b, pipe_peer(p));
 
+	/* Still dialing: the connect failed or timed out, nobody closed it. */
+	if (c->dialing)
+		log_dial_failed(c, reason);
 	dial_done(c);
 	if (c->pair != NULL)
 		pair_detach(c->pair, c, reason);
@@ -854,6 +876,7 @@ dial(struct pair *P)
 	struct sockaddr_in6 src, dst;
 	char text[ADDR_STRLEN];
 	const char *why = NULL;
+	unsigned short port = P->port != 0 ? P->port : b->default_port;
 	struct conn *c;
 	int fd, one = 1;
 
@@ -870,7 +893,7 @@ dial(struct pair *P)
 	src.sin6_addr = P->local.addr;
 	dst = src;
 	dst.sin6_addr = P->remote.addr;
-	dst.sin6_port = htons(P->port);
+	dst.sin6_port = htons(port);
 	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd >= 0)
 		fd = barev_fd_high(fd);
@@ -900,19 +923,22 @@ dial(struct pair *P)
 	sock_tune(fd);
 	if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == -1 &&
 	    errno != EINPROGRESS) {
-		log_info(
-		    "pair %s: connect failed: %s", P->name, strerror(errno));
+		log_info("pair %s: dial failed addr=%s port=%u error=\"%s\"",
+		    P->name, addr_format(&P->remote.addr, text), port,
+		    strerror(errno));
 		close(fd);
 		return -1;
 	}
 	c = conn_new(b, fd, PIPE_OUTBOUND, &P->remote.addr);
 	pipe_set_identity(c->pipe, &P->local, &P->remote);
+	c->port = port;
 	c->pair = P;
 	c->dialing = 1;
 	b->dials_in_progress++;
 	P->out = c;
-	log_debug("pair %s: dialling pipe=%llu port=%u", P->name,
-	    (unsigned long long)pipe_id(c->pipe), P->port);
+	log_debug("pair %s: dialling pipe=%llu addr=%s port=%u", P->name,
+	    (unsigned long long)pipe_id(c->pipe),
+	    addr_format(&P->remote.addr, text), port);
 	return 0;
 }
 
@@ -1001,6 +1027,7 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->dials_per_second = conf->dials_per_second;
 	b->redial_min = conf->redial_min;
 	b->redial_max = conf->redial_max;
+	b->default_port = (unsigned short)conf->barev_default_port;
 }
 
 static void

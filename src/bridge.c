@@ -343,9 +343,7 @@ went_online(struct bridge *b, struct user *u)
 			 */
 			presence_from_contact(
 			    b, &c->who, u->jid, "unavailable", NULL);
-		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port
-			    : (unsigned short)b->conf->barev_default_port);
+		b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 	}
 }
 
@@ -461,9 +459,7 @@ contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 		send_user_presence(b, u, c);
 	}
 	if (user_online(u))
-		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port
-			    : (unsigned short)b->conf->barev_default_port);
+		b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 	return c;
 }
 
@@ -851,9 +847,7 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 		batch_open(b);
 	batch_commit(b);
 	if (!c->pipe_up) {
-		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port
-			    : (unsigned short)b->conf->barev_default_port);
+		b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 		return;
 	}
 	if (store_msg_each_after(
@@ -1609,10 +1603,7 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 			    b, &c->who, u->jid, "unavailable", NULL);
 		}
 		if (user_online(u))
-			b->net.want(b->net.barev_arg, &u->id, &c->who,
-			    c->port
-				? c->port
-				: (unsigned short)b->conf->barev_default_port);
+			b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 	}
 	log_info("bridge: own address jid=%s barev=%s", bare,
 	    barev_jid_format(&u->id, addr));

@@ -18,6 +18,7 @@ import calendar
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ SUE_NICK, SUE_I = "Sue", 5             # RefPeer: restart of the gateway
 DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
+REX_NICK, REX_I = "Rex", 12             # RefPeer: default_port on SIGHUP
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
 EXPIRY_LIFETIME = 2.0
@@ -1341,6 +1343,51 @@ def adhoc_commands(w):
 
 
 # ---------------------------------------------------------------------------
+# SIGHUP reaches what is in flight.
+
+RELOADED = r"conf: reloaded "
+
+
+def reload_with(gw, text):
+    """Write text as gw's configuration and SIGHUP it; wait for the reload."""
+    m = gw.mark()
+    gw.gw.write_conf(text)
+    gw.gw.signal(signal.SIGHUP)
+    gw.wait_log(RELOADED, 5, start=m)
+
+
+def reload_default_port(w):
+    """A contact without a port of its own listens only on port B; the
+    gateway's default_port is A (PEER_PORT), where nothing answers. A
+    SIGHUP setting default_port to B makes the pair's next redial go to B,
+    without alice doing anything."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    rex = w.keep(B.ref_peer(REX_I, REX_NICK, [ALICE_B]))
+    other = rex.listen()
+    try:
+        B.add_contact(alice, rex.jid)
+        # Settled (alice's subscribed also asks for the pipe), then a
+        # redial that fails at the default port, and the log says which.
+        roster_item(alice, rex.cjid, ("both",))
+        m = gw.mark()
+        gw.wait_log(r"pair \S+: dial failed addr=%s port=%d "
+                    % (re.escape(rex.addr), B.PEER_PORT), 8, start=m)
+        assert not rex.open_conversations(), "a pipe on the wrong port"
+        text = gw.conf_text.replace("default_port = %d;" % B.PEER_PORT,
+                                    "default_port = %d;" % other)
+        assert text != gw.conf_text, "no default_port in the configuration"
+        reload_with(gw, text)
+        # redial_max is 2 s: the next redial is due within about 3 s.
+        rex.wait(lambda: ALICE_B in rex.open_conversations(), 8,
+                 "a pipe from alice on port %d" % other)
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=rex.cjid, type="unsubscribe")
+    gw.check_alive()
+
+
+# ---------------------------------------------------------------------------
 
 SCENARIOS = [
     ("expiry: a message queued for an unreachable peer", expiry_setup),
@@ -1359,6 +1406,8 @@ SCENARIOS = [
     ("unregister removes everything", unregister),
     ("ad-hoc commands: register, address, contact port, unregister",
      adhoc_commands),
+    ("SIGHUP: a new default_port reaches the next redial",
+     reload_default_port),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
