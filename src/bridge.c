@@ -304,6 +304,56 @@ access_ok(const struct bridge *b, const char *bare)
 	return 0;
 }
 
+/*
+ * What a user access.* no longer lists may still do: read (iq get to the
+ * gateway) and end or re-check a registration (jabber:iq:register, the
+ * register and unregister commands), so that leaving stays possible.
+ */
+static int
+refused_may(xmpp_stanza_t *st, int to_gateway)
+{
+	const char *name = xmpp_stanza_get_name(st);
+	const char *type = xmpp_stanza_get_type(st);
+	xmpp_stanza_t *cmd;
+	const char *node;
+
+	if (!to_gateway || strcmp(name, "iq") != 0 || type == NULL)
+		return 0;
+	if (strcmp(type, "get") == 0 ||
+	    stanza_child(st, "query", NS_REGISTER) != NULL)
+		return 1;
+	if ((cmd = stanza_child(st, "command", NS_COMMANDS)) == NULL ||
+	    (node = xmpp_stanza_get_attribute(cmd, "node")) == NULL)
+		return 0;
+	return strcmp(node, "unregister") == 0 || strcmp(node, "register") == 0;
+}
+
+/* The answer to any other stanza of a refused user: not-allowed, and why. */
+static void
+refuse_stanza(struct bridge *b, xmpp_stanza_t *st, const char *bare)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	const char *at = strchr(bare, '@');
+	char text[512];
+
+	/*
+	 * Errors and results are never answered; an unavailable changes
+	 * nothing for a user Barev already sees offline.
+	 */
+	if (type != NULL &&
+	    (strcmp(type, "error") == 0 || strcmp(type, "result") == 0 ||
+		strcmp(type, "unavailable") == 0)) {
+		log_debug("bridge: %s type=%s of refused user %s ignored",
+		    xmpp_stanza_get_name(st), type, bare);
+		return;
+	}
+	snprintf(text, sizeof(text),
+	    "The operator of %s no longer allows users of %s (nor %s) to use "
+	    "it. Your registration and contacts are kept until you unregister.",
+	    b->domain, at != NULL ? at + 1 : bare, bare);
+	error_reply(b, st, "cancel", "not-allowed", text);
+}
+
 /* --- presence towards Barev ----------------------------------------- */
 
 /* What the pipe of contact c should show of u right now. */
@@ -1804,8 +1854,9 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	const char *name = xmpp_stanza_get_name(st);
 	struct jid_parts parts;
 	const char *cause;
+	struct user *u;
 	char *bare;
-	int rc;
+	int rc = 0;
 
 	if (to == NULL || from == NULL || name == NULL ||
 	    jid_split(to, &parts, &cause) == -1 ||
@@ -1822,7 +1873,10 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	for (char *p = bare; *p != '\0'; p++)
 		if (*p >= 'A' && *p <= 'Z')
 			*p = (char)(*p - 'A' + 'a');
-	if (parts.local == NULL)
+	if ((u = users_get(b->users, bare)) != NULL && u->refused &&
+	    !refused_may(st, parts.local == NULL))
+		refuse_stanza(b, st, bare);
+	else if (parts.local == NULL)
 		rc = xmpp_to_gateway(b, st, bare);
 	else
 		rc = xmpp_to_contact(b, st, bare, to);
@@ -1835,6 +1889,8 @@ probe_user(struct user *u, void *arg)
 {
 	struct bridge *b = arg;
 
+	if (u->refused)
+		return;
 	xsend(b, new_stanza(b, "presence", b->domain, u->jid, "probe"));
 }
 
@@ -1998,7 +2054,7 @@ cb_allow(
 	struct bridge *b = arg;
 	struct user *u = users_by_id(b->users, local);
 
-	if (u == NULL)
+	if (u == NULL || u->refused)
 		return BAREV_DENY;
 	if (user_contact(u, remote) == NULL)
 		ask_user(b, u, remote);
@@ -2218,6 +2274,10 @@ load_user(void *arg, const struct store_user *su)
 	id.addr = su->addr;
 	if ((l->u = users_add(l->b->users, su->jid, &id)) == NULL)
 		return 0;
+	if ((l->u->refused = !access_ok(l->b, su->jid)))
+		log_info("bridge: user jid=%s refused (not in access.*); data "
+			 "kept",
+		    su->jid);
 	return store_contacts_each(l->b->st, su->jid, load_contact, l) == -1;
 }
 
@@ -2277,10 +2337,31 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	return b;
 }
 
+/* After a reload: access.* holds for registered users too, at once. */
+static void
+recheck_access(struct user *u, void *arg)
+{
+	struct bridge *b = arg;
+	int refused = !access_ok(b, u->jid);
+
+	if (refused == u->refused)
+		return;
+	u->refused = refused;
+	log_info("bridge: user jid=%s access %s", u->jid,
+	    refused ? "allowed -> refused" : "refused -> allowed");
+	if (refused) {
+		if (user_forget_resources(u))
+			went_offline(b, u);
+	} else if (b->link_up)
+		/* Their presence brings their pipes back, as after a restart. */
+		probe_user(u, b);
+}
+
 void
 bridge_set_conf(struct bridge *b, const struct conf *conf)
 {
 	b->conf = conf;
+	users_each(b->users, recheck_access, b);
 }
 
 void

@@ -45,6 +45,8 @@ DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 REX_NICK, REX_I = "Rex", 12             # RefPeer: default_port on SIGHUP
+TOM_NICK, TOM_I = "Tom", 13             # RefPeer: access narrowed on SIGHUP
+ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
 EXPIRY_LIFETIME = 2.0
@@ -1387,6 +1389,71 @@ def reload_default_port(w):
     gw.check_alive()
 
 
+REFUSED_TEXT = "no longer allows"
+
+
+def expect_refused(u, m, frm, name, what):
+    check_refused(u.take(is_error(frm, name), since=m, what=what), what)
+
+
+def check_refused(e, what):
+    etype, cond, text = error_cond(e) or (None, None, None)
+    if cond != "not-allowed" or REFUSED_TEXT not in (text or ""):
+        raise AssertionError("%s: expected not-allowed saying %r, got %s"
+                             % (what, REFUSED_TEXT, show(e)))
+
+
+def reload_access(w):
+    """erin is registered and chatting with Tom; a SIGHUP whose access.jids
+    no longer lists her: her pipe closes, her next stanzas to the gateway
+    and to Tom get not-allowed with an explanation, her rows stay in the
+    store; listing her again restores service without a new login."""
+    gw = w.gateway()
+    erin = w.registered_user("erin", "Erin")
+    tom = w.keep(B.ref_peer(TOM_I, TOM_NICK, [ERIN_B]))
+    tom.listen(B.PEER_PORT)
+    cj = B.add_contact(erin, tom.jid)
+    tom.wait(lambda: ERIN_B in tom.open_conversations(), 8,
+             "a pipe from erin")
+    narrowed = gw.conf_text.replace('"erin@localhost", ', "").replace(
+        ', "erin@localhost"', "")
+    assert "erin@localhost" not in narrowed, "erin still listed"
+    try:
+        reload_with(gw, narrowed)
+        tom.wait(lambda: ERIN_B not in tom.open_conversations(), 5,
+                 "erin's pipe closed")
+        m = erin.mark()
+        erin.message(cj, "still there?", mid="refused-1")
+        expect_refused(erin, m, cj, "message", "a message to Tom")
+        erin.presence(show="away")
+        expect_refused(erin, m, COMPONENT, "presence", "presence")
+        check_refused(erin.iq(COMPONENT, '<command xmlns="%s" node="address"/>'
+                              % NS_COMMANDS, "set"), "the address command")
+        assert not any(b == "still there?" for _c, b in B.ref_bodies(tom)), \
+            "the refused message reached Tom"
+        assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
+                        ("erin@localhost",)), [("Erin",)],
+                  "erin's row once refused")
+        rows = gw.db("SELECT nick FROM contacts WHERE user_jid = ?",
+                     ("erin@localhost",))
+        assert_eq([r[0].lower() for r in rows], ["tom"],
+                  "erin's contacts once refused")
+        time.sleep(1.5)
+        assert ERIN_B not in tom.open_conversations(), \
+            "the gateway dialled Tom for a refused user"
+    finally:
+        reload_with(gw, gw.conf_text)
+    # The gateway asks the server for erin's presence: her pipe comes back.
+    tom.wait(lambda: ERIN_B in tom.open_conversations(), 8,
+             "erin's pipe after she is allowed again")
+    m = erin.mark()
+    erin.message(cj, "back again", mid="allowed-1")
+    tom.wait(lambda: any(b == "back again" for _c, b in B.ref_bodies(tom)),
+             5, "erin's message after she is allowed again")
+    erin.expect_none(is_error(cj), 1.0, since=m)
+    gw.check_alive()
+
+
 # ---------------------------------------------------------------------------
 
 SCENARIOS = [
@@ -1408,6 +1475,8 @@ SCENARIOS = [
      adhoc_commands),
     ("SIGHUP: a new default_port reaches the next redial",
      reload_default_port),
+    ("SIGHUP: narrowed access refuses a registered user, keeps her data",
+     reload_access),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
