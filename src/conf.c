@@ -20,6 +20,7 @@ enum conf_type {
 	CT_STRLIST,
 	CT_LISTEN,
 	CT_LOGLEVEL,
+	CT_IGNORED, /* accepted with a warning, so that old files still load */
 };
 
 /* A string value's extra check: 0, or -1 with a cause for the person. */
@@ -124,7 +125,11 @@ static const struct conf_key keys[] = {
 	    check_domain },
 	{ "access.jids", CT_STRLIST, OFF(access_jids), 0, 0, "", 0, 1,
 	    check_jid },
-	{ "access.admins", CT_STRLIST, OFF(admins), 0, 0, "", 0, 1, check_jid },
+	/*
+	 * No administrative command exists yet; the key was in the shipped
+	 * example, so refusing it would stop gateways that copied it.
+	 */
+	{ "access.admins", CT_IGNORED, 0, 0, 0, NULL, 1, 1, NULL },
 };
 #undef OFF
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -339,6 +344,8 @@ set_default(struct conf *conf, const struct conf_key *k)
 		return 0;
 	case CT_LISTEN:
 		return listen_add(field(conf, k), k->def, &cause);
+	case CT_IGNORED:
+		return 0;
 	}
 	return -1;
 }
@@ -382,6 +389,8 @@ type_words(enum conf_type t)
 	case CT_STRLIST:
 	case CT_LISTEN:
 		return "must be a list of strings, e.g. [ \"a\", \"b\" ]";
+	case CT_IGNORED:
+		break;
 	}
 	return "has the wrong type";
 }
@@ -460,6 +469,8 @@ load_value(struct conf *conf, const struct conf_key *k, config_setting_t *s,
 		if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
 			break;
 		return load_list(conf, k, s, cause);
+	case CT_IGNORED:
+		return 0;
 	}
 	*cause = type_words(k->type);
 	return -1;
@@ -495,6 +506,13 @@ load_group(struct conf *conf, config_setting_t *group, const char *prefix,
 			xasprintf(cause, "%s:%d: key '%s' %s", name,
 			    config_setting_source_line(s), path, why);
 			return -1;
+		}
+		if (k->type == CT_IGNORED) {
+			free(conf->warning);
+			xasprintf(&conf->warning,
+			    "%s:%d: key '%s' does nothing (this version has "
+			    "no such commands) and is ignored; remove it",
+			    name, config_setting_source_line(s), path);
 		}
 	}
 	return 0;
@@ -771,6 +789,7 @@ conf_free(struct conf *conf)
 			break;
 		}
 	}
+	free(conf->warning);
 	free(conf->path);
 	free(conf);
 }
@@ -778,7 +797,13 @@ conf_free(struct conf *conf)
 const char *
 conf_key_name(size_t i)
 {
-	return i < NKEYS ? keys[i].path : NULL;
+	size_t k;
+
+	/* An ignored key is not documented: it is not one of them. */
+	for (k = 0; k < NKEYS; k++)
+		if (keys[k].type != CT_IGNORED && i-- == 0)
+			return keys[k].path;
+	return NULL;
 }
 
 static int
@@ -836,6 +861,8 @@ value_equal(
 		return strlist_equal(fa, fb);
 	case CT_LISTEN:
 		return listen_equal(la, lb);
+	case CT_IGNORED:
+		return 1;
 	}
 	return 0;
 }
@@ -882,6 +909,8 @@ value_copy(struct conf *dst, const struct conf *src, const struct conf_key *k)
 		dl->v = xcalloc(ll->n, sizeof(*dl->v));
 		memcpy(dl->v, ll->v, ll->n * sizeof(*dl->v));
 		dl->n = ll->n;
+		break;
+	case CT_IGNORED:
 		break;
 	}
 }

@@ -74,7 +74,8 @@ struct conf {
 
 	struct conf_strlist access_domains;
 	struct conf_strlist access_jids;
-	struct conf_strlist admins;
+
+	char *warning; /* one line about an ignored key, or NULL */
 };
 
 /*

@@ -75,6 +75,24 @@ def check_good_secret_file():
         % (p.returncode, path, p.stderr)
 
 
+def check_admins_ignored():
+    """access.admins gates no command yet: -t accepts a file that has it
+    (copied from an older example) and warns in one line that it does
+    nothing, naming the file, the line and the key."""
+    d = h.subdir("admins")
+    text = replace("access = {", 'access = {\n  admins = [ "root@example.org" ];'
+                   )(good_conf(d))
+    path, p = check(text, d)
+    assert p.returncode == 0, "exit status %d; stderr:\n%s" \
+        % (p.returncode, p.stderr)
+    warn = [l for l in p.stderr.splitlines() if "access.admins" in l]
+    assert len(warn) == 1, "no one-line warning about access.admins:\n%s" \
+        % p.stderr
+    n = line_of(text, "admins =")
+    assert "%s:%d:" % (path, n) in warn[0], \
+        "file and line %d not named in %r" % (n, warn[0])
+
+
 # --- bad configurations: exit 2, one line naming the file, line and key -----
 
 def bad_case(edit, marker, keys):
@@ -221,6 +239,8 @@ TESTS = [
     ("--help mentions -c and -t", help_),
     ("-t on a good file: exit 0", check_good),
     ("-t on a good file with secret_file: exit 0", check_good_secret_file),
+    ("-t on a file with access.admins: exit 0, one warning line",
+     check_admins_ignored),
 ] + [
     ("-t on a bad file (%s): exit 2, one line naming file, line and key" % name,
      bad_case(edit, marker, keys))
