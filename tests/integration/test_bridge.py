@@ -46,6 +46,7 @@ OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 REX_NICK, REX_I = "Rex", 12             # RefPeer: default_port on SIGHUP
 TOM_NICK, TOM_I = "Tom", 13             # RefPeer: access narrowed on SIGHUP
+MAX_NICK, MAX_I = "Max", 14             # RefPeer: stanza limit on SIGHUP
 ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
@@ -1389,6 +1390,35 @@ def reload_default_port(w):
     gw.check_alive()
 
 
+def reload_stanza_limit(w):
+    """A pipe open before a SIGHUP that lowers limits.stanza_bytes to 512
+    holds the new limit: a 2000-byte message on it closes that pipe with
+    policy-violation instead of reaching alice."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    mx = w.keep(B.ref_peer(MAX_I, MAX_NICK, [ALICE_B]))
+    mx.listen(B.PEER_PORT)
+    cj = B.add_contact(alice, mx.jid)
+    mx.wait(lambda: ALICE_B in mx.open_conversations(), 8, "a pipe from alice")
+    old = mx.open_conversations()[ALICE_B]
+    text = gw.conf_text.replace("limits = {", "limits = {\n  stanza_bytes = 512;")
+    try:
+        reload_with(gw, text)
+        m = alice.mark()
+        mx.send(ALICE_B, '<message type="chat"><body>%s</body></message>'
+                % ("x" * 2000))
+        mx.wait_stanza(ALICE_B, lambda el: el.tag.endswith("}error")
+                       and "policy-violation" in B.show(el), 5,
+                       "a stream error policy-violation")
+        mx.wait(lambda: old.closed, 8, "the pipe closed by the gateway")
+        alice.expect_none(is_msg(cj), 1.0, since=m,
+                          what="the oversized message")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=cj, type="unsubscribe")
+    gw.check_alive()
+
+
 REFUSED_TEXT = "no longer allows"
 
 
@@ -1477,6 +1507,7 @@ SCENARIOS = [
      reload_default_port),
     ("SIGHUP: narrowed access refuses a registered user, keeps her data",
      reload_access),
+    ("SIGHUP: a lower stanza limit holds on open pipes", reload_stanza_limit),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
