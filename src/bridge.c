@@ -139,6 +139,7 @@ struct bridge {
 	unsigned long serial;
 	/* What the server says of users' presence holds only while it is up. */
 	int link_up;
+	double lifetime; /* the message_lifetime queued expiries follow */
 };
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
@@ -2314,6 +2315,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->st = st;
 	b->net = *net;
 	b->domain = xstrdup(conf->component_jid);
+	b->lifetime = conf->message_lifetime;
 	b->users = users_new();
 	b->ev_typing = evtimer_new(base, on_typing, b);
 	b->ev_expire = evtimer_new(base, on_expire, b);
@@ -2362,6 +2364,19 @@ bridge_set_conf(struct bridge *b, const struct conf *conf)
 {
 	b->conf = conf;
 	users_each(b->users, recheck_access, b);
+	if (conf->message_lifetime == b->lifetime)
+		return;
+	/* Queued messages too: each expires lifetime after it was written. */
+	b->lifetime = conf->message_lifetime;
+	batch_commit(b);
+	if (store_msg_set_lifetime(b->st, (int64_t)b->lifetime) == -1)
+		log_err("bridge: queued messages keep their old lifetime");
+	else
+		log_info("bridge: queued messages expire %.0f s after they "
+			 "were written",
+		    b->lifetime);
+	/* What the new lifetime makes due goes now, not at the next pass. */
+	timer_after(b->ev_expire, 0);
 }
 
 void

@@ -47,6 +47,7 @@ VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 REX_NICK, REX_I = "Rex", 12             # RefPeer: default_port on SIGHUP
 TOM_NICK, TOM_I = "Tom", 13             # RefPeer: access narrowed on SIGHUP
 MAX_NICK, MAX_I = "Max", 14             # RefPeer: stanza limit on SIGHUP
+NOBODY = "Nobody@%s" % bn.peer_addr(15)  # nobody there (lifetime on SIGHUP)
 ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
@@ -1419,6 +1420,35 @@ def reload_stanza_limit(w):
     gw.check_alive()
 
 
+def reload_lifetime(w):
+    """A message queued for an unreachable contact under the default
+    lifetime (7 days); a SIGHUP that shortens storage.message_lifetime to
+    1 s applies to it: its sender gets recipient-unavailable at once, not
+    in a week."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    cj = B.contact_jid(NOBODY)
+    m = alice.mark()
+    alice.message(cj, "will you ever read this", mid="life-1")
+    time.sleep(2.5)   # older than the new lifetime, in whole seconds
+    assert_eq(gw.db("SELECT count(*) FROM queue WHERE body = ?",
+                    ("will you ever read this",)), [(1,)], "queued")
+    text = re.sub(r"message_lifetime = [0-9.]+;", "message_lifetime = 1.0;",
+                  gw.conf_text)
+    assert text != gw.conf_text, "no message_lifetime in the configuration"
+    try:
+        reload_with(gw, text)
+        err = alice.take(is_error(cj, "message"), 5, since=m,
+                         what="the expiry error after the reload")
+        assert_eq(err.get("id"), "life-1", "expiry error id")
+        assert_eq(error_cond(err)[1], "recipient-unavailable",
+                  "expiry error condition")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=cj, type="unsubscribe")
+    gw.check_alive()
+
+
 REFUSED_TEXT = "no longer allows"
 
 
@@ -1508,6 +1538,8 @@ SCENARIOS = [
     ("SIGHUP: narrowed access refuses a registered user, keeps her data",
      reload_access),
     ("SIGHUP: a lower stanza limit holds on open pipes", reload_stanza_limit),
+    ("SIGHUP: a shorter message lifetime applies to queued messages",
+     reload_lifetime),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
