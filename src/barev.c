@@ -1007,6 +1007,23 @@ on_redial(evutil_socket_t fd, short what, void *arg)
 
 /* --- the engine ----------------------------------------------------- */
 
+/* A reload reaches a redial already waiting: no longer than the new backoff. */
+static void
+redial_visit(const void *node, VISIT which, void *arg)
+{
+	struct pair *P = *(struct pair *const *)node;
+	struct barev *b = arg;
+	double delay;
+
+	if (which != postorder && which != leaf)
+		return;
+	delay = backoff_delay(
+	    b->redial_min, b->redial_max, P->attempt > 0 ? P->attempt - 1 : 0);
+	if (timer_shorten(P->ev_redial, delay))
+		log_info("pair %s: reload shortens the wait redial_in_ms=%.0f",
+		    P->name, delay * 1000);
+}
+
 void
 barev_set_conf(struct barev *b, const struct conf *conf)
 {
@@ -1028,6 +1045,7 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->redial_min = conf->redial_min;
 	b->redial_max = conf->redial_max;
 	b->default_port = (unsigned short)conf->barev_default_port;
+	twalk_r(b->pairs, redial_visit, b);
 }
 
 static void

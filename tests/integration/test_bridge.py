@@ -48,6 +48,7 @@ REX_NICK, REX_I = "Rex", 12             # RefPeer: default_port on SIGHUP
 TOM_NICK, TOM_I = "Tom", 13             # RefPeer: access narrowed on SIGHUP
 MAX_NICK, MAX_I = "Max", 14             # RefPeer: stanza limit on SIGHUP
 NOBODY = "Nobody@%s" % bn.peer_addr(15)  # nobody there (lifetime on SIGHUP)
+ZED_NICK, ZED_I = "Zed", 16             # RefPeer: redial backoff on SIGHUP
 ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
@@ -1420,6 +1421,34 @@ def reload_stanza_limit(w):
     gw.check_alive()
 
 
+def reload_redial(w):
+    """A pair waiting a minute to redial (redial_min = redial_max = 60);
+    a SIGHUP back to 0.5 s and 2 s shortens that wait: the contact, now
+    listening, gets its pipe within a few seconds."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    zed = w.keep(B.ref_peer(ZED_I, ZED_NICK, [ALICE_B]))
+    slow = re.sub(r"redial_max = [0-9.]+;", "redial_max = 60.0;",
+                  re.sub(r"redial_min = [0-9.]+;", "redial_min = 60.0;",
+                         gw.conf_text))
+    assert slow != gw.conf_text, "no redial_min/max in the configuration"
+    try:
+        reload_with(gw, slow)
+        m = gw.mark()
+        B.add_contact(alice, zed.jid)
+        r = gw.wait_log(r"pair \S+%s: redial_in_ms=(\d+)"
+                        % re.escape(zed.jid), 8, start=m)
+        assert int(r.group(1)) >= 60000, "redial in %s ms" % r.group(1)
+        zed.listen(B.PEER_PORT)
+        reload_with(gw, gw.conf_text)
+        zed.wait(lambda: ALICE_B in zed.open_conversations(), 5,
+                 "a pipe from alice soon after the reload")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=zed.cjid, type="unsubscribe")
+    gw.check_alive()
+
+
 def reload_lifetime(w):
     """A message queued for an unreachable contact under the default
     lifetime (7 days); a SIGHUP that shortens storage.message_lifetime to
@@ -1540,6 +1569,8 @@ SCENARIOS = [
     ("SIGHUP: a lower stanza limit holds on open pipes", reload_stanza_limit),
     ("SIGHUP: a shorter message lifetime applies to queued messages",
      reload_lifetime),
+    ("SIGHUP: a shorter redial backoff reaches a pair waiting to redial",
+     reload_redial),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,

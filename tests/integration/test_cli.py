@@ -224,6 +224,28 @@ def sighup_log_level():
     gw.stop_clean(2)
 
 
+def sighup_shorter_backoff():
+    """A gateway waiting 30 s or more before dialling the server again; a
+    SIGHUP lowering reconnect_min and reconnect_max to 0.2 s and 1 s
+    shortens that wait: it dials again within a few seconds."""
+    srv = h.NoServer()
+    gw = h.Gateway(h.subdir("hup-backoff"), srv, reconnect_min=30.0,
+                   reconnect_max=30.0)
+    gw.start()
+    try:
+        gw.wait_log(r"component: link down .*retry_in_ms=\d+", 5)
+        mark = gw.mark()
+        gw.write_conf(gw.conf(reconnect_min=0.2, reconnect_max=1.0))
+        gw.signal(signal.SIGHUP)
+        gw.wait_log(RELOADED % re.escape(gw.conf_path), 5, start=mark)
+        gw.wait_log(CONNECTING % srv.component_port, 4, start=mark)
+        assert gw.alive()
+    except BaseException:
+        gw.kill_now()
+        raise
+    gw.stop_clean(2)
+
+
 def sigterm_idle():
     """SIGTERM while retrying: exit 0 within 2 s, with a log line."""
     gw, _srv = start_idle_gateway()
@@ -248,6 +270,7 @@ TESTS = [
 ] + [
     ("SIGHUP with a broken file keeps the old configuration", sighup_broken),
     ("SIGHUP applies a new log level", sighup_log_level),
+    ("SIGHUP shortens a pending reconnect wait", sighup_shorter_backoff),
     ("SIGTERM while retrying: clean exit", sigterm_idle),
 ]
 
