@@ -1027,6 +1027,8 @@ redial_visit(const void *node, VISIT which, void *arg)
 void
 barev_set_conf(struct barev *b, const struct conf *conf)
 {
+	struct conn *c;
+
 	b->params.ping_interval = conf->ping_interval;
 	b->params.ping_timeout = conf->ping_timeout;
 	b->params.ping_failures = conf->ping_failures;
@@ -1046,6 +1048,8 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->redial_max = conf->redial_max;
 	b->default_port = (unsigned short)conf->barev_default_port;
 	twalk_r(b->pairs, redial_visit, b);
+	TAILQ_FOREACH(c, &b->conns, entry)
+	pipe_params_changed(c->pipe);
 }
 
 static void

@@ -49,6 +49,7 @@ TOM_NICK, TOM_I = "Tom", 13             # RefPeer: access narrowed on SIGHUP
 MAX_NICK, MAX_I = "Max", 14             # RefPeer: stanza limit on SIGHUP
 NOBODY = "Nobody@%s" % bn.peer_addr(15)  # nobody there (lifetime on SIGHUP)
 ZED_NICK, ZED_I = "Zed", 16             # RefPeer: redial backoff on SIGHUP
+PIP_NICK, PIP_I = "Pip", 8              # RefPeer: ping_interval on SIGHUP
 ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
@@ -1449,6 +1450,37 @@ def reload_redial(w):
     gw.check_alive()
 
 
+def reload_ping_interval(w):
+    """An open, idle pipe whose next keepalive is some 30 s away
+    (ping_interval 30); a SIGHUP setting ping_interval to 1 s reaches it:
+    the peer is pinged within a few seconds."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    pip = w.keep(B.ref_peer(PIP_I, PIP_NICK, [ALICE_B]))
+    pip.listen(B.PEER_PORT)
+    cj = B.add_contact(alice, pip.jid)
+    pip.wait(lambda: ALICE_B in pip.open_conversations(), 8,
+             "a pipe from alice")
+    # Past the first wake-up (ping_timeout after the headers).
+    time.sleep(4)
+
+    def pinged_since(t):
+        return lambda: any(w_ == "ping-answered" and at > t
+                           for at, w_, _d in pip.events)
+    fast = re.sub(r"ping_interval = [0-9.]+;", "ping_interval = 1.0;",
+                  gw.conf_text)
+    assert fast != gw.conf_text, "no ping_interval in the configuration"
+    try:
+        t = time.monotonic()
+        assert not pinged_since(0)(), "pinged before the reload"
+        reload_with(gw, fast)
+        pip.wait(pinged_since(t), 4, "a ping soon after the reload")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=cj, type="unsubscribe")
+    gw.check_alive()
+
+
 def reload_lifetime(w):
     """A message queued for an unreachable contact under the default
     lifetime (7 days); a SIGHUP that shortens storage.message_lifetime to
@@ -1571,6 +1603,8 @@ SCENARIOS = [
      reload_lifetime),
     ("SIGHUP: a shorter redial backoff reaches a pair waiting to redial",
      reload_redial),
+    ("SIGHUP: a shorter ping_interval reaches open pipes",
+     reload_ping_interval),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
