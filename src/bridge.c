@@ -2362,8 +2362,13 @@ recheck_access(struct user *u, void *arg)
 void
 bridge_set_conf(struct bridge *b, const struct conf *conf)
 {
+	struct stranger *s;
+
 	b->conf = conf;
 	users_each(b->users, recheck_access, b);
+	/* A stranger being asked waits no longer than the new timeout. */
+	for (s = b->strangers; s != NULL; s = s->next)
+		timer_shorten(s->ev_timeout, conf->request_timeout);
 	if (conf->message_lifetime == b->lifetime)
 		return;
 	/* Queued messages too: each expires lifetime after it was written. */

@@ -50,6 +50,7 @@ MAX_NICK, MAX_I = "Max", 14             # RefPeer: stanza limit on SIGHUP
 NOBODY = "Nobody@%s" % bn.peer_addr(15)  # nobody there (lifetime on SIGHUP)
 ZED_NICK, ZED_I = "Zed", 16             # RefPeer: redial backoff on SIGHUP
 PIP_NICK, PIP_I = "Pip", 8              # RefPeer: ping_interval on SIGHUP
+QUINN_NICK, QUINN_I = "Quinn", 7        # raw stranger: request_timeout on SIGHUP
 ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 
@@ -1481,6 +1482,31 @@ def reload_ping_interval(w):
     gw.check_alive()
 
 
+def reload_request_timeout(w):
+    """A stranger's pipe open while alice is asked, under request_timeout
+    60 s; a SIGHUP back to 4 s reaches it: the pipe closes some 4 s after
+    the reload, not a minute after it opened."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    quinn = w.keep(B.RawPeer(QUINN_I, QUINN_NICK, listen=False))
+    slow = re.sub(r"request_timeout = [0-9.]+;", "request_timeout = 60.0;",
+                  gw.conf_text)
+    assert slow != gw.conf_text, "no request_timeout in the configuration"
+    try:
+        reload_with(gw, slow)
+        m = alice.mark()
+        p = quinn.dial(ALICE_B, gw.listen_port)
+        alice.take(is_pres(quinn.cjid, "subscribe"), since=m)
+        reload_with(gw, gw.conf_text)
+        p.c.wait(lambda: p.c.stream_end or p.c.eof, 7,
+                 "the stranger's pipe closed after the new request_timeout")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=quinn.cjid, type="unsubscribed")
+    gw.check_alive()
+
+
 def reload_lifetime(w):
     """A message queued for an unreachable contact under the default
     lifetime (7 days); a SIGHUP that shortens storage.message_lifetime to
@@ -1605,6 +1631,8 @@ SCENARIOS = [
      reload_redial),
     ("SIGHUP: a shorter ping_interval reaches open pipes",
      reload_ping_interval),
+    ("SIGHUP: a shorter request_timeout reaches a waiting stranger",
+     reload_request_timeout),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("restart brings pipes and presence back", restart_everything),
     ("kill -9 in a burst of %d messages: at least once, in order" % BURST,
