@@ -1601,6 +1601,34 @@ def reload_access(w):
     gw.check_alive()
 
 
+def restart_access(w):
+    """The same at a restart: a gateway started with access.jids no longer
+    listing erin refuses her stanzas and keeps her rows; started again
+    with her listed, it serves her."""
+    gw = w.gateway()
+    erin = w.registered_user("erin", "Erin")
+    orig = gw.conf_text
+    gw.conf_text = orig.replace('"erin@localhost", ', "").replace(
+        ', "erin@localhost"', "")
+    assert "erin@localhost" not in gw.conf_text, "erin still listed"
+    cj = B.contact_jid("Tom@%s" % bn.peer_addr(TOM_I))
+    try:
+        gw.restart()
+        m = erin.mark()
+        erin.message(cj, "after the restart", mid="refused-2")
+        expect_refused(erin, m, cj, "message", "a message after the restart")
+        assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
+                        ("erin@localhost",)), [("Erin",)],
+                  "erin's row after the restart")
+    finally:
+        gw.conf_text = orig
+        gw.restart()
+    m = erin.mark()
+    erin.message(cj, "allowed again", mid="allowed-2")
+    erin.expect_none(is_error(cj), 1.5, since=m)
+    gw.check_alive()
+
+
 # ---------------------------------------------------------------------------
 
 SCENARIOS = [
@@ -1624,6 +1652,7 @@ SCENARIOS = [
      reload_default_port),
     ("SIGHUP: narrowed access refuses a registered user, keeps her data",
      reload_access),
+    ("restart with narrowed access refuses her too", restart_access),
     ("SIGHUP: a lower stanza limit holds on open pipes", reload_stanza_limit),
     ("SIGHUP: a shorter message lifetime applies to queued messages",
      reload_lifetime),
