@@ -6,7 +6,7 @@ PKGS="build-essential autoconf automake pkg-config
 libstrophe-dev libexpat1-dev libconfig-dev libssl-dev libsqlite3-dev
 libevent-dev libcmocka-dev
 prosody prosody-modules ejabberd python3-slixmpp
-iproute2 procps valgrind clang libclang-rt-14-dev yggdrasil"
+iproute2 procps groff-base mandoc valgrind clang libclang-rt-14-dev yggdrasil"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||

@@ -52,6 +52,8 @@ struct conn {
 	struct pair *pair; /* NULL until identified, and once detached */
 	struct barev *b;
 	struct in6_addr dialled;
+	unsigned short
+	    port; /* dialled (outbound): the log of a failed dial names it */
 	int dialing; /* counted in dials_in_progress */
 	int dead;
 	TAILQ_ENTRY(conn) entry;
@@ -108,6 +110,7 @@ struct barev {
 	double redial_max;
 	double refused_min;
 	double refused_max;
+	unsigned short default_port; /* for pairs without a port of their own */
 
 	struct listener *listeners;
 	size_t nlisteners;
@@ -362,9 +365,22 @@ conn_drop(struct conn *c, const char *reason, const char *condition)
 }
 
 /*
- * The delay before the next dial, or -1 if none is due. A peer that does
- * not list us gets the long backoff: it dials us itself once it does.
+ * The wait before P's redial after attempt failed dials (from 0). A peer
+ * that does not list us gets the long backoff: it dials us itself once it
+ * does.
  */
+static double
+pair_delay(const struct pair *P, unsigned attempt)
+{
+	const struct barev *b = P->b;
+
+	if (P->refusals > 0)
+		return backoff_delay(
+		    b->refused_min, b->refused_max, P->refusals - 1);
+	return backoff_delay(b->redial_min, b->redial_max, attempt);
+}
+
+/* The delay before the next dial, or -1 if none is due. */
 static double
 schedule_redial(struct pair *P)
 {
@@ -374,11 +390,7 @@ schedule_redial(struct pair *P)
 	if (!P->wanted || P->out != NULL || P->in != NULL || P->queued ||
 	    b->stopping || evtimer_pending(P->ev_redial, NULL))
 		return -1;
-	if (P->refusals > 0)
-		delay = backoff_delay(
-		    b->refused_min, b->refused_max, P->refusals - 1);
-	else
-		delay = backoff_delay(b->redial_min, b->redial_max, P->attempt);
+	delay = pair_delay(P, P->attempt);
 	P->attempt++;
 	log_info("pair %s: redial_in_ms=%.0f attempt=%u refusals=%u", P->name,
 	    delay * 1000, P->attempt, P->refusals);
@@ -746,6 +758,22 @@ check_shutdown_done(struct barev *b)
 		event_active(b->ev_shutdown, 0, 0);
 }
 
+/* Our connect never completed: say where we dialled, so a wrong port shows. */
+static void
+log_dial_failed(struct conn *c, const char *reason)
+{
+	char text[ADDR_STRLEN];
+
+	addr_format(pipe_peer(c->pipe), text);
+	if (c->pair != NULL)
+		log_info("pair %s: dial failed addr=%s port=%u reason=%s",
+		    c->pair->name, text, c->port, reason);
+	else
+		log_info("pipe %llu: dial failed addr=%s port=%u reason=%s",
+		    (unsigned long long)pipe_id(c->pipe), text, c->port,
+		    reason);
+}
+
 static void
 cb_dead(void *arg, struct pipe *p, const char *reason)
 {
@@ -753,6 +781,9 @@ cb_dead(void *arg, struct pipe *p, const char *reason)
 	struct conn *c = pipe_owner_data(p);
 	struct addr_stat *s = addr_get(b, pipe_peer(p));
 
+	/* Still dialing: the connect failed or timed out, nobody closed it. */
+	if (c->dialing)
+		log_dial_failed(c, reason);
 	dial_done(c);
 	if (c->pair != NULL)
 		pair_detach(c->pair, c, reason);
@@ -954,6 +985,7 @@ dial(struct pair *P)
 	struct sockaddr_in6 src, dst;
 	char text[ADDR_STRLEN];
 	const char *why = NULL;
+	unsigned short port = P->port != 0 ? P->port : b->default_port;
 	struct conn *c;
 	int fd, one = 1;
 
@@ -970,7 +1002,7 @@ dial(struct pair *P)
 	src.sin6_addr = P->local.addr;
 	dst = src;
 	dst.sin6_addr = P->remote.addr;
-	dst.sin6_port = htons(P->port);
+	dst.sin6_port = htons(port);
 	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd >= 0)
 		fd = barev_fd_high(fd);
@@ -1000,19 +1032,22 @@ dial(struct pair *P)
 	sock_tune(fd);
 	if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == -1 &&
 	    errno != EINPROGRESS) {
-		log_info(
-		    "pair %s: connect failed: %s", P->name, strerror(errno));
+		log_info("pair %s: dial failed addr=%s port=%u error=\"%s\"",
+		    P->name, addr_format(&P->remote.addr, text), port,
+		    strerror(errno));
 		close(fd);
 		return -1;
 	}
 	c = conn_new(b, fd, PIPE_OUTBOUND, &P->remote.addr);
 	pipe_set_identity(c->pipe, &P->local, &P->remote);
+	c->port = port;
 	c->pair = P;
 	c->dialing = 1;
 	b->dials_in_progress++;
 	P->out = c;
-	log_debug("pair %s: dialling pipe=%llu port=%u", P->name,
-	    (unsigned long long)pipe_id(c->pipe), P->port);
+	log_debug("pair %s: dialling pipe=%llu addr=%s port=%u", P->name,
+	    (unsigned long long)pipe_id(c->pipe),
+	    addr_format(&P->remote.addr, text), port);
 	return 0;
 }
 
@@ -1081,9 +1116,26 @@ on_redial(evutil_socket_t fd, short what, void *arg)
 
 /* --- the engine ----------------------------------------------------- */
 
+/* A reload reaches a redial already waiting: no longer than the new backoff. */
+static void
+redial_visit(const void *node, VISIT which, void *arg)
+{
+	struct pair *P = *(struct pair *const *)node;
+	double delay;
+
+	if (which != postorder && which != leaf)
+		return;
+	delay = pair_delay(P, P->attempt > 0 ? P->attempt - 1 : 0);
+	if (timer_shorten(P->ev_redial, delay))
+		log_info("pair %s: reload shortens the wait redial_in_ms=%.0f",
+		    P->name, delay * 1000);
+}
+
 void
 barev_set_conf(struct barev *b, const struct conf *conf)
 {
+	struct conn *c;
+
 	b->params.ping_interval = conf->ping_interval;
 	b->params.ping_timeout = conf->ping_timeout;
 	b->params.ping_failures = conf->ping_failures;
@@ -1103,6 +1155,10 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->redial_max = conf->redial_max;
 	b->refused_min = conf->refused_redial_min;
 	b->refused_max = conf->refused_redial_max;
+	b->default_port = (unsigned short)conf->barev_default_port;
+	twalk_r(b->pairs, redial_visit, b);
+	TAILQ_FOREACH(c, &b->conns, entry)
+	pipe_params_changed(c->pipe);
 }
 
 static void

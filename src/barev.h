@@ -72,6 +72,8 @@ void barev_set_conf(struct barev *b, const struct conf *conf);
 /*
  * Keep a pipe open for the pair, dialling remote at port when there is
  * none (redialled with backoff after losses). Calling again updates port.
+ * Port 0: barev.default_port as configured at each dial, so that a
+ * reload reaches the next redial.
  */
 void barev_want(struct barev *b, const struct barev_jid *local,
     const struct barev_jid *remote, unsigned short port);

@@ -139,6 +139,7 @@ struct bridge {
 	unsigned long serial;
 	/* What the server says of users' presence holds only while it is up. */
 	int link_up;
+	double lifetime; /* the message_lifetime queued expiries follow */
 };
 
 static void flush_queue(struct bridge *b, struct user *u, struct contact *c);
@@ -304,6 +305,56 @@ access_ok(const struct bridge *b, const char *bare)
 	return 0;
 }
 
+/*
+ * What a user access.* no longer lists may still do: read (iq get to the
+ * gateway) and end or re-check a registration (jabber:iq:register, the
+ * register and unregister commands), so that leaving stays possible.
+ */
+static int
+refused_may(xmpp_stanza_t *st, int to_gateway)
+{
+	const char *name = xmpp_stanza_get_name(st);
+	const char *type = xmpp_stanza_get_type(st);
+	xmpp_stanza_t *cmd;
+	const char *node;
+
+	if (!to_gateway || strcmp(name, "iq") != 0 || type == NULL)
+		return 0;
+	if (strcmp(type, "get") == 0 ||
+	    stanza_child(st, "query", NS_REGISTER) != NULL)
+		return 1;
+	if ((cmd = stanza_child(st, "command", NS_COMMANDS)) == NULL ||
+	    (node = xmpp_stanza_get_attribute(cmd, "node")) == NULL)
+		return 0;
+	return strcmp(node, "unregister") == 0 || strcmp(node, "register") == 0;
+}
+
+/* The answer to any other stanza of a refused user: not-allowed, and why. */
+static void
+refuse_stanza(struct bridge *b, xmpp_stanza_t *st, const char *bare)
+{
+	const char *type = xmpp_stanza_get_type(st);
+	const char *at = strchr(bare, '@');
+	char text[512];
+
+	/*
+	 * Errors and results are never answered; an unavailable changes
+	 * nothing for a user Barev already sees offline.
+	 */
+	if (type != NULL &&
+	    (strcmp(type, "error") == 0 || strcmp(type, "result") == 0 ||
+		strcmp(type, "unavailable") == 0)) {
+		log_debug("bridge: %s type=%s of refused user %s ignored",
+		    xmpp_stanza_get_name(st), type, bare);
+		return;
+	}
+	snprintf(text, sizeof(text),
+	    "The operator of %s no longer allows users of %s (nor %s) to use "
+	    "it. Your registration and contacts are kept until you unregister.",
+	    b->domain, at != NULL ? at + 1 : bare, bare);
+	error_reply(b, st, "cancel", "not-allowed", text);
+}
+
 /* --- presence towards Barev ----------------------------------------- */
 
 /* What the pipe of contact c should show of u right now. */
@@ -357,9 +408,7 @@ went_online(struct bridge *b, struct user *u)
 			 */
 			presence_from_contact(
 			    b, &c->who, u->jid, "unavailable", NULL);
-		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port
-			    : (unsigned short)b->conf->barev_default_port);
+		b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 	}
 }
 
@@ -478,9 +527,7 @@ contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 		send_user_presence(b, u, c);
 	}
 	if (user_online(u))
-		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port
-			    : (unsigned short)b->conf->barev_default_port);
+		b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 	return c;
 }
 
@@ -878,9 +925,7 @@ flush_queue(struct bridge *b, struct user *u, struct contact *c)
 		batch_open(b);
 	batch_commit(b);
 	if (!c->pipe_up) {
-		b->net.want(b->net.barev_arg, &u->id, &c->who,
-		    c->port ? c->port
-			    : (unsigned short)b->conf->barev_default_port);
+		b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 		return;
 	}
 	if (store_msg_each_after(
@@ -1637,10 +1682,7 @@ cmd_own_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 			    b, &c->who, u->jid, "unavailable", NULL);
 		}
 		if (user_online(u))
-			b->net.want(b->net.barev_arg, &u->id, &c->who,
-			    c->port
-				? c->port
-				: (unsigned short)b->conf->barev_default_port);
+			b->net.want(b->net.barev_arg, &u->id, &c->who, c->port);
 	}
 	log_info("bridge: own address jid=%s barev=%s", bare,
 	    barev_jid_format(&u->id, addr));
@@ -1841,8 +1883,9 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	const char *name = xmpp_stanza_get_name(st);
 	struct jid_parts parts;
 	const char *cause;
+	struct user *u;
 	char *bare;
-	int rc;
+	int rc = 0;
 
 	if (to == NULL || from == NULL || name == NULL ||
 	    jid_split(to, &parts, &cause) == -1 ||
@@ -1859,7 +1902,10 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	for (char *p = bare; *p != '\0'; p++)
 		if (*p >= 'A' && *p <= 'Z')
 			*p = (char)(*p - 'A' + 'a');
-	if (parts.local == NULL)
+	if ((u = users_get(b->users, bare)) != NULL && u->refused &&
+	    !refused_may(st, parts.local == NULL))
+		refuse_stanza(b, st, bare);
+	else if (parts.local == NULL)
 		rc = xmpp_to_gateway(b, st, bare);
 	else
 		rc = xmpp_to_contact(b, st, bare, to);
@@ -1872,6 +1918,8 @@ probe_user(struct user *u, void *arg)
 {
 	struct bridge *b = arg;
 
+	if (u->refused)
+		return;
 	xsend(b, new_stanza(b, "presence", b->domain, u->jid, "probe"));
 }
 
@@ -2035,7 +2083,7 @@ cb_allow(
 	struct bridge *b = arg;
 	struct user *u = users_by_id(b->users, local);
 
-	if (u == NULL)
+	if (u == NULL || u->refused)
 		return BAREV_DENY;
 	if (user_contact(u, remote) == NULL)
 		ask_user(b, u, remote);
@@ -2306,6 +2354,10 @@ load_user(void *arg, const struct store_user *su)
 	id.addr = su->addr;
 	if ((l->u = users_add(l->b->users, su->jid, &id)) == NULL)
 		return 0;
+	if ((l->u->refused = !access_ok(l->b, su->jid)))
+		log_info("bridge: user jid=%s refused (not in access.*); data "
+			 "kept",
+		    su->jid);
 	return store_contacts_each(l->b->st, su->jid, load_contact, l) == -1;
 }
 
@@ -2342,6 +2394,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->st = st;
 	b->net = *net;
 	b->domain = xstrdup(conf->component_jid);
+	b->lifetime = conf->message_lifetime;
 	b->users = users_new();
 	b->ev_typing = evtimer_new(base, on_typing, b);
 	b->ev_expire = evtimer_new(base, on_expire, b);
@@ -2365,10 +2418,49 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	return b;
 }
 
+/* After a reload: access.* holds for registered users too, at once. */
+static void
+recheck_access(struct user *u, void *arg)
+{
+	struct bridge *b = arg;
+	int refused = !access_ok(b, u->jid);
+
+	if (refused == u->refused)
+		return;
+	u->refused = refused;
+	log_info("bridge: user jid=%s access %s", u->jid,
+	    refused ? "allowed -> refused" : "refused -> allowed");
+	if (refused) {
+		if (user_forget_resources(u))
+			went_offline(b, u);
+	} else if (b->link_up)
+		/* Their presence brings their pipes back, as after a restart. */
+		probe_user(u, b);
+}
+
 void
 bridge_set_conf(struct bridge *b, const struct conf *conf)
 {
+	struct stranger *s;
+
 	b->conf = conf;
+	users_each(b->users, recheck_access, b);
+	/* A stranger being asked waits no longer than the new timeout. */
+	for (s = b->strangers; s != NULL; s = s->next)
+		timer_shorten(s->ev_timeout, conf->request_timeout);
+	if (conf->message_lifetime == b->lifetime)
+		return;
+	/* Queued messages too: each expires lifetime after it was written. */
+	b->lifetime = conf->message_lifetime;
+	batch_commit(b);
+	if (store_msg_set_lifetime(b->st, (int64_t)b->lifetime) == -1)
+		log_err("bridge: queued messages keep their old lifetime");
+	else
+		log_info("bridge: queued messages expire %.0f s after they "
+			 "were written",
+		    b->lifetime);
+	/* What the new lifetime makes due goes now, not at the next pass. */
+	timer_after(b->ev_expire, 0);
 }
 
 void

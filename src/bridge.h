@@ -15,6 +15,7 @@ struct bridge;
 /* The two networks as the bridge sees them; fakes in tests. */
 struct bridge_net {
 	int (*xmpp_send)(void *arg, xmpp_stanza_t *stanza);
+	/* port 0: the network's default, as configured when it dials. */
 	void (*want)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote, unsigned short port);
 	void (*unwant)(void *arg, const struct barev_jid *local,

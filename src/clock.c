@@ -31,6 +31,25 @@ timer_after(struct event *ev, double seconds)
 	evtimer_add(ev, &tv);
 }
 
+int
+timer_shorten(struct event *ev, double seconds)
+{
+	struct timeval at, now;
+	double left;
+
+	if (!evtimer_pending(ev, &at))
+		return 0;
+	/* libevent reports when it fires in wall-clock time. */
+	event_base_update_cache_time(event_get_base(ev));
+	event_base_gettimeofday_cached(event_get_base(ev), &now);
+	left = (double)(at.tv_sec - now.tv_sec) +
+	    (double)(at.tv_usec - now.tv_usec) / 1e6;
+	if (left <= seconds)
+		return 0;
+	timer_after(ev, seconds);
+	return 1;
+}
+
 double
 backoff_delay(double min, double max, unsigned doublings)
 {

@@ -389,8 +389,17 @@ component_new(struct event_base *base, const struct conf *conf,
 void
 component_set_conf(struct component *c, const struct conf *conf)
 {
+	double delay;
+
 	c->backoff_min = conf->reconnect_min;
 	c->backoff_max = conf->reconnect_max;
+	if (c->state != LINK_BACKOFF)
+		return;
+	/* A reload reaches the wait in progress, not only the next one. */
+	delay = backoff_delay(c->backoff_min, c->backoff_max, c->attempt - 1);
+	if (timer_shorten(c->ev_timer, delay))
+		log_info("component: reload shortens the wait retry_in_ms=%.0f",
+		    delay * 1000);
 }
 
 void

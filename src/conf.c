@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "conf.h"
@@ -18,6 +20,7 @@ enum conf_type {
 	CT_STRLIST,
 	CT_LISTEN,
 	CT_LOGLEVEL,
+	CT_IGNORED, /* accepted with a warning, so that old files still load */
 };
 
 /* A string value's extra check: 0, or -1 with a cause for the person. */
@@ -130,7 +133,11 @@ static const struct conf_key keys[] = {
 	    check_domain },
 	{ "access.jids", CT_STRLIST, OFF(access_jids), 0, 0, "", 0, 1,
 	    check_jid },
-	{ "access.admins", CT_STRLIST, OFF(admins), 0, 0, "", 0, 1, check_jid },
+	/*
+	 * No administrative command exists yet; the key was in the shipped
+	 * example, so refusing it would stop gateways that copied it.
+	 */
+	{ "access.admins", CT_IGNORED, 0, 0, 0, NULL, 1, 1, NULL },
 };
 #undef OFF
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -250,14 +257,28 @@ strlist_add(struct conf_strlist *l, const char *s)
 	l->v[l->n++] = xstrdup(s);
 }
 
+/* Two sockets cannot listen on one address and port: compared as parsed. */
 static int
 listen_add(struct conf_listenlist *l, const char *s, const char **cause)
 {
+	static char twice[ADDR_STRLEN + 64];
+	char text[ADDR_STRLEN];
 	struct conf_listen one;
+	size_t i;
 
 	memset(&one, 0, sizeof(one));
 	if (addr_parse_listen(s, 5299, &one.addr, &one.port, cause) == -1)
 		return -1;
+	for (i = 0; i < l->n; i++) {
+		if (!addr_equal(&l->v[i].addr, &one.addr) ||
+		    l->v[i].port != one.port)
+			continue;
+		snprintf(twice, sizeof(twice),
+		    "lists [%s]:%u twice; list each address and port once",
+		    addr_format(&one.addr, text), one.port);
+		*cause = twice;
+		return -1;
+	}
 	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
 	l->v[l->n++] = one;
 	return 0;
@@ -346,6 +367,8 @@ set_default(struct conf *conf, const struct conf_key *k)
 		return 0;
 	case CT_LISTEN:
 		return listen_defaults(field(conf, k), k->def, &cause);
+	case CT_IGNORED:
+		return 0;
 	}
 	return -1;
 }
@@ -389,6 +412,8 @@ type_words(enum conf_type t)
 	case CT_STRLIST:
 	case CT_LISTEN:
 		return "must be a list of strings, e.g. [ \"a\", \"b\" ]";
+	case CT_IGNORED:
+		break;
 	}
 	return "has the wrong type";
 }
@@ -467,6 +492,8 @@ load_value(struct conf *conf, const struct conf_key *k, config_setting_t *s,
 		if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
 			break;
 		return load_list(conf, k, s, cause);
+	case CT_IGNORED:
+		return 0;
 	}
 	*cause = type_words(k->type);
 	return -1;
@@ -502,6 +529,13 @@ load_group(struct conf *conf, config_setting_t *group, const char *prefix,
 			xasprintf(cause, "%s:%d: key '%s' %s", name,
 			    config_setting_source_line(s), path, why);
 			return -1;
+		}
+		if (k->type == CT_IGNORED) {
+			free(conf->warning);
+			xasprintf(&conf->warning,
+			    "%s:%d: key '%s' does nothing (this version has "
+			    "no such commands) and is ignored; remove it",
+			    name, config_setting_source_line(s), path);
 		}
 	}
 	return 0;
@@ -555,6 +589,7 @@ out:
 static int
 validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 {
+	config_setting_t *s;
 	size_t i;
 	const char *dot;
 
@@ -577,8 +612,10 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 			config_lookup(cfg, "component.secret_file")));
 		return -1;
 	}
-	if (conf->component_secret_file != NULL)
-		return read_secret_file(conf, cfg, name, cause);
+	/* The rules below hold for a secret from a file too. */
+	if (conf->component_secret_file != NULL &&
+	    read_secret_file(conf, cfg, name, cause) == -1)
+		return -1;
 	if (conf->component_secret == NULL) {
 		xasprintf(cause,
 		    "%s: missing required key 'component.secret' "
@@ -602,6 +639,8 @@ validate(struct conf *conf, config_t *cfg, const char *name, char **cause)
 			config_lookup(cfg, "barev.address")));
 		return -1;
 	}
+	if ((s = config_lookup(cfg, "storage.path")) != NULL)
+		conf->storage_path_line = config_setting_source_line(s);
 	if (conf->reconnect_max < conf->reconnect_min) {
 		xasprintf(cause,
 		    "%s: key 'component.reconnect_max' must not be "
@@ -693,6 +732,70 @@ conf_load_string(
 	return load(name, text, out, cause);
 }
 
+/* Says why path cannot be the store, in a static buffer; NULL if it can. */
+static const char *
+storage_problem(const char *path)
+{
+	static char why[1200];
+	char dir[1024];
+	const char *slash = strrchr(path, '/');
+	struct stat st;
+	size_t len;
+	int err = 0;
+
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(
+		    why, sizeof(why), "%s is a directory, not a file", path);
+		return why;
+	}
+	len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+	if (len >= sizeof(dir)) {
+		snprintf(why, sizeof(why), "is longer than %zu bytes",
+		    sizeof(dir) - 1);
+		return why;
+	}
+	memcpy(dir, slash == NULL ? "." : path, len);
+	dir[len] = '\0';
+	if (stat(dir, &st) == -1)
+		err = errno;
+	else if (!S_ISDIR(st.st_mode))
+		err = ENOTDIR;
+	if (err != 0) {
+		snprintf(why, sizeof(why), "cannot use the directory %s: %s",
+		    dir, strerror(err));
+		return why;
+	}
+	/* SQLite writes a journal beside the file: the directory must be writable. */
+	if (access(dir, W_OK | X_OK) == -1) {
+		snprintf(why, sizeof(why),
+		    "cannot write in the directory %s: %s", dir,
+		    strerror(errno));
+		return why;
+	}
+	if (access(path, F_OK) == 0 && access(path, R_OK | W_OK) == -1) {
+		snprintf(why, sizeof(why), "cannot write %s: %s", path,
+		    strerror(errno));
+		return why;
+	}
+	return NULL;
+}
+
+int
+conf_check_storage(const struct conf *conf, char **cause)
+{
+	const char *why = storage_problem(conf->storage_path);
+
+	if (why == NULL)
+		return 0;
+	if (conf->storage_path_line > 0)
+		xasprintf(cause, "%s:%d: key 'storage.path' %s", conf->path,
+		    conf->storage_path_line, why);
+	else
+		xasprintf(cause, "%s: key 'storage.path' (the default) %s",
+		    conf->path, why);
+	return -1;
+}
+
 void
 conf_free(struct conf *conf)
 {
@@ -716,6 +819,7 @@ conf_free(struct conf *conf)
 			break;
 		}
 	}
+	free(conf->warning);
 	free(conf->path);
 	free(conf);
 }
@@ -723,7 +827,13 @@ conf_free(struct conf *conf)
 const char *
 conf_key_name(size_t i)
 {
-	return i < NKEYS ? keys[i].path : NULL;
+	size_t k;
+
+	/* An ignored key is not documented: it is not one of them. */
+	for (k = 0; k < NKEYS; k++)
+		if (keys[k].type != CT_IGNORED && i-- == 0)
+			return keys[k].path;
+	return NULL;
 }
 
 static int
@@ -781,6 +891,8 @@ value_equal(
 		return strlist_equal(fa, fb);
 	case CT_LISTEN:
 		return listen_equal(la, lb);
+	case CT_IGNORED:
+		return 1;
 	}
 	return 0;
 }
@@ -827,6 +939,8 @@ value_copy(struct conf *dst, const struct conf *src, const struct conf_key *k)
 		dl->v = xcalloc(ll->n, sizeof(*dl->v));
 		memcpy(dl->v, ll->v, ll->n * sizeof(*dl->v));
 		dl->n = ll->n;
+		break;
+	case CT_IGNORED:
 		break;
 	}
 }

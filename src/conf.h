@@ -68,6 +68,7 @@ struct conf {
 	double request_interval;
 
 	char *storage_path;
+	int storage_path_line; /* where it was set; 0: the default */
 	double message_lifetime;
 
 	enum log_level log_level;
@@ -75,7 +76,8 @@ struct conf {
 
 	struct conf_strlist access_domains;
 	struct conf_strlist access_jids;
-	struct conf_strlist admins;
+
+	char *warning; /* one line about an ignored key, or NULL */
 };
 
 /*
@@ -86,6 +88,11 @@ int conf_load(const char *path, struct conf **out, char **cause);
 /* The same, from text in memory (name is used in messages). */
 int conf_load_string(
     const char *name, const char *text, struct conf **out, char **cause);
+/*
+ * Whether storage.path can be opened: its directory exists and may be
+ * written, and it is not a directory itself. -1 and one line as above.
+ */
+int conf_check_storage(const struct conf *conf, char **cause);
 void conf_free(struct conf *conf);
 /* The i-th known key ("group.key"), or NULL past the last: for docs and tests. */
 const char *conf_key_name(size_t i);

@@ -170,6 +170,8 @@ reload(struct gateway *gw)
 		free(cause);
 		return;
 	}
+	if (fresh->warning != NULL)
+		log_warn("conf: %s", fresh->warning);
 	conf_keep_fixed(fresh, gw->conf, warn_fixed);
 	conf_free(gw->conf);
 	gw->conf = fresh;
@@ -375,7 +377,17 @@ main(int argc, char **argv)
 		free(cause);
 		return EXIT_BADCONF;
 	}
+	/* Not in conf_load: a reload keeps the store it has open. */
+	if (conf_check_storage(gw.conf, &cause) == -1) {
+		fprintf(stderr, "barev-gateway: %s\n", cause);
+		free(cause);
+		conf_free(gw.conf);
+		return EXIT_BADCONF;
+	}
 	if (check_only) {
+		if (gw.conf->warning != NULL)
+			fprintf(stderr, "barev-gateway: warning: %s\n",
+			    gw.conf->warning);
 		rc = find_node(&gw, 1);
 		if (rc == 0)
 			printf("barev-gateway: %s: configuration is valid\n",
@@ -385,6 +397,8 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	apply_logging(&gw);
+	if (gw.conf->warning != NULL)
+		log_warn("conf: %s", gw.conf->warning);
 	if (barev_raise_fd_limit(&cause) == -1) {
 		log_err("main: %s", cause);
 		free(cause);

@@ -792,6 +792,17 @@ pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
 }
 
 void
+pipe_params_changed(struct pipe *p)
+{
+	/*
+	 * From the timer's own callback, in the next loop pass: a ping now
+	 * due may close the pipe, which the caller's walk must not see.
+	 */
+	if (p->state == PIPE_OPEN)
+		timer_after(p->ev_timer, 0);
+}
+
+void
 pipe_free(struct pipe *p)
 {
 	if (p == NULL)

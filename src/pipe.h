@@ -71,6 +71,8 @@ struct pipe_cb {
 struct pipe *pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
     enum pipe_dir dir, int fd, const struct in6_addr *peer,
     const struct pipe_params *params, const struct pipe_cb *cb, void *arg);
+/* The owner changed *params: an open pipe re-reckons its keepalive now. */
+void pipe_params_changed(struct pipe *p);
 void pipe_free(struct pipe *p);
 
 /* Identities: set before the outbound header goes, or by the header callback. */

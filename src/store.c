@@ -151,6 +151,7 @@ enum stmt {
 	S_MSG_DEL,
 	S_MSG_EXPIRED,
 	S_MSG_DEL_EXPIRED,
+	S_MSG_LIFETIME,
 	S_MSG_COUNT,
 	S_COUNT
 };
@@ -238,6 +239,8 @@ static const struct {
 	[S_MSG_DEL_EXPIRED] = { "msg del expired",
 	    "DELETE FROM queue WHERE expires > 0 AND expires <= ?1"
 	    " AND id <= ?2" },
+	[S_MSG_LIFETIME] = { "msg lifetime",
+	    "UPDATE queue SET expires = created + ?1 WHERE expires > 0" },
 	[S_MSG_COUNT] = { "msg count", "SELECT count(*) FROM queue" },
 };
 
@@ -1200,6 +1203,18 @@ store_msg_del(struct store *st, int64_t id)
 	if (bind_int64(s, 1, id) == -1)
 		return bind_failed(st, S_MSG_DEL, s);
 	return run_change(st, S_MSG_DEL, s);
+}
+
+int
+store_msg_set_lifetime(struct store *st, int64_t seconds)
+{
+	sqlite3_stmt *s;
+
+	if ((s = stmt_get(st, S_MSG_LIFETIME)) == NULL)
+		return -1;
+	if (bind_int64(s, 1, seconds) == -1)
+		return bind_failed(st, S_MSG_LIFETIME, s);
+	return run_change(st, S_MSG_LIFETIME, s) == -1 ? -1 : 0;
 }
 
 int

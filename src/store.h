@@ -164,6 +164,8 @@ int store_msg_del(struct store *st, int64_t id);
  */
 int store_msg_take_expired(struct store *st, int64_t now,
     int (*fn)(void *arg, const struct store_msg *m), void *arg);
+/* Every message that expires does so seconds after it was written (a reload). */
+int store_msg_set_lifetime(struct store *st, int64_t seconds);
 /* Messages in the queue, or -1. */
 int store_msg_count(struct store *st);
 

@@ -64,6 +64,7 @@ struct user {
 	struct resource *resources;
 	struct shown sent; /* what Barev peers were last told */
 	struct contact *contacts;
+	int refused; /* access.* no longer lists them: data kept, stanzas refused */
 };
 
 struct users;

@@ -76,7 +76,8 @@ struct frame {
 
 struct xstream {
 	xmpp_ctx_t *ctx;
-	struct xstream_limits lim;
+	/* Borrowed, not copied: a reload reaches streams already open. */
+	const struct xstream_limits *lim;
 	struct xstream_cb cb;
 	void *arg;
 	enum phase phase;
@@ -180,8 +181,8 @@ static size_t
 limit(const struct xstream *xs)
 {
 	if (xs->kind == K_STREAM)
-		return xs->lim.max_stanza_bytes;
-	return xs->lim.max_header_bytes;
+		return xs->lim->max_stanza_bytes;
+	return xs->lim->max_header_bytes;
 }
 
 static void
@@ -332,7 +333,7 @@ deliver_stanza(struct xstream *xs, xmpp_stanza_t *stanza, xs_off end)
 {
 	/* Checked here too: a stanza can start and end within the read
 	 * that completed the header, which the header limit bounded. */
-	if (end - xs->stanza_start > xs->lim.max_stanza_bytes) {
+	if (end - xs->stanza_start > xs->lim->max_stanza_bytes) {
 		over_limit(xs);
 		return;
 	}
@@ -419,9 +420,9 @@ on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
 
 	if (!live(xs))
 		return;
-	if (xs->depth >= xs->lim.max_depth) {
+	if (xs->depth >= xs->lim->max_depth) {
 		fail(xs, XSTREAM_ERR_POLICY_VIOLATION,
-		    "element depth exceeds %u", xs->lim.max_depth);
+		    "element depth exceeds %u", xs->lim->max_depth);
 		return;
 	}
 	if (++xs->depth > 1)
@@ -662,7 +663,7 @@ prolog_scan(struct xstream *xs, const char *buf, size_t len)
 			parse_some(xs, "<", 1);
 			return i;
 		}
-		if (xs->hdr_bytes == xs->lim.max_header_bytes) {
+		if (xs->hdr_bytes == xs->lim->max_header_bytes) {
 			over_limit(xs);
 			break;
 		}
@@ -679,7 +680,7 @@ xstream_new(xmpp_ctx_t *ctx, const struct xstream_limits *limits,
 	struct xstream *xs = xcalloc(1, sizeof(*xs));
 
 	xs->ctx = ctx;
-	xs->lim = *limits;
+	xs->lim = limits;
 	xs->cb = *cb;
 	xs->arg = arg;
 	xs->phase = PH_PROLOG;

@@ -73,7 +73,10 @@ struct xstream_cb {
 
 struct xstream;
 
-/* A parser for one incoming stream; limits and cb are copied. */
+/*
+ * A parser for one incoming stream; cb is copied, limits is borrowed for
+ * the parser's life (so that new limits apply to streams already open).
+ */
 struct xstream *
 xstream_new(xmpp_ctx_t *ctx, const struct xstream_limits *limits,
     const struct xstream_cb *cb, void *arg);

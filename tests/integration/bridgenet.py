@@ -872,10 +872,10 @@ def ref_bodies(peer, buddy=None):
 SLOW = 3.0 if "valgrind" in os.environ.get("TEST_WRAPPER", "") else 1.0
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw",
-             "mallory": "mallory-pw", "dora": "dora-pw"}
+             "mallory": "mallory-pw", "dora": "dora-pw", "erin": "erin-pw"}
 # Allowed by access.jids (domains names another domain); mallory is not.
 ALLOWED = ("alice@localhost", "bob@localhost", "carol@localhost",
-           "dora@localhost")
+           "dora@localhost", "erin@localhost")
 
 
 class BridgeWorld:

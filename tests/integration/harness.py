@@ -709,7 +709,7 @@ barev = {{
 }};
 storage = {{ path = "{dir}/state.db"; }};
 log = {{ level = "{level}"; syslog = false; }};
-access = {{ domains = [ "{domain}" ]; admins = [ "admin@{domain}" ]; }};
+access = {{ domains = [ "{domain}" ]; }};
 {extra}
 """.format(jid=server.component_domain, secret_line=secret_line,
            host=server.host, port=server.component_port,

@@ -18,6 +18,7 @@ import calendar
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,14 @@ SUE_NICK, SUE_I = "Sue", 5             # RefPeer: restart of the gateway
 DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
+REX_NICK, REX_I = "Rex", 12             # RefPeer: default_port on SIGHUP
+TOM_NICK, TOM_I = "Tom", 13             # RefPeer: access narrowed on SIGHUP
+MAX_NICK, MAX_I = "Max", 14             # RefPeer: stanza limit on SIGHUP
+NOBODY = "Nobody@%s" % bn.peer_addr(15)  # nobody there (lifetime on SIGHUP)
+ZED_NICK, ZED_I = "Zed", 16             # RefPeer: redial backoff on SIGHUP
+PIP_NICK, PIP_I = "Pip", 8              # RefPeer: ping_interval on SIGHUP
+QUINN_NICK, QUINN_I = "Quinn", 7        # raw stranger: request_timeout on SIGHUP
+ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 TAM_NICK, TAM_I = "Tam", 12            # plugin 2.x: has not added alice
 NELL_NICK, NELL_I = "Nell", 13         # plugin 2.x: a burst, a call
@@ -1484,6 +1493,286 @@ def adhoc_commands(w):
 
 
 # ---------------------------------------------------------------------------
+# SIGHUP reaches what is in flight.
+
+RELOADED = r"conf: reloaded "
+
+
+def reload_with(gw, text):
+    """Write text as gw's configuration and SIGHUP it; wait for the reload."""
+    m = gw.mark()
+    gw.gw.write_conf(text)
+    gw.gw.signal(signal.SIGHUP)
+    gw.wait_log(RELOADED, 5, start=m)
+
+
+def reload_default_port(w):
+    """A contact without a port of its own listens only on port B; the
+    gateway's default_port is A (PEER_PORT), where nothing answers. A
+    SIGHUP setting default_port to B makes the pair's next redial go to B,
+    without alice doing anything."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    rex = w.keep(B.ref_peer(REX_I, REX_NICK, [ALICE_B]))
+    other = rex.listen()
+    try:
+        B.add_contact(alice, rex.jid)
+        # Settled (alice's subscribed also asks for the pipe), then a
+        # redial that fails at the default port, and the log says which.
+        roster_item(alice, rex.cjid, ("both",))
+        m = gw.mark()
+        gw.wait_log(r"pair \S+: dial failed addr=%s port=%d "
+                    % (re.escape(rex.addr), B.PEER_PORT), 8, start=m)
+        assert not rex.open_conversations(), "a pipe on the wrong port"
+        text = gw.conf_text.replace("default_port = %d;" % B.PEER_PORT,
+                                    "default_port = %d;" % other)
+        assert text != gw.conf_text, "no default_port in the configuration"
+        reload_with(gw, text)
+        # redial_max is 2 s: the next redial is due within about 3 s.
+        rex.wait(lambda: ALICE_B in rex.open_conversations(), 8,
+                 "a pipe from alice on port %d" % other)
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=rex.cjid, type="unsubscribe")
+    gw.check_alive()
+
+
+def reload_stanza_limit(w):
+    """A pipe open before a SIGHUP that lowers limits.stanza_bytes to 512
+    holds the new limit: a 2000-byte message on it closes that pipe with
+    policy-violation instead of reaching alice."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    mx = w.keep(B.ref_peer(MAX_I, MAX_NICK, [ALICE_B]))
+    mx.listen(B.PEER_PORT)
+    cj = B.add_contact(alice, mx.jid)
+    mx.wait(lambda: ALICE_B in mx.open_conversations(), 8, "a pipe from alice")
+    old = mx.open_conversations()[ALICE_B]
+    text = gw.conf_text.replace("limits = {", "limits = {\n  stanza_bytes = 512;")
+    try:
+        reload_with(gw, text)
+        m = alice.mark()
+        mx.send(ALICE_B, '<message type="chat"><body>%s</body></message>'
+                % ("x" * 2000))
+        mx.wait_stanza(ALICE_B, lambda el: el.tag.endswith("}error")
+                       and "policy-violation" in B.show(el), 5,
+                       "a stream error policy-violation")
+        mx.wait(lambda: old.closed, 8, "the pipe closed by the gateway")
+        alice.expect_none(is_msg(cj), 1.0, since=m,
+                          what="the oversized message")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=cj, type="unsubscribe")
+    gw.check_alive()
+
+
+def reload_redial(w):
+    """A pair waiting a minute to redial (redial_min = redial_max = 60);
+    a SIGHUP back to 0.5 s and 2 s shortens that wait: the contact, now
+    listening, gets its pipe within a few seconds."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    zed = w.keep(B.ref_peer(ZED_I, ZED_NICK, [ALICE_B]))
+    slow = re.sub(r"redial_max = [0-9.]+;", "redial_max = 60.0;",
+                  re.sub(r"redial_min = [0-9.]+;", "redial_min = 60.0;",
+                         gw.conf_text))
+    assert slow != gw.conf_text, "no redial_min/max in the configuration"
+    try:
+        reload_with(gw, slow)
+        m = gw.mark()
+        B.add_contact(alice, zed.jid)
+        r = gw.wait_log(r"pair \S+%s: redial_in_ms=(\d+)"
+                        % re.escape(zed.jid), 8, start=m)
+        assert int(r.group(1)) >= 60000, "redial in %s ms" % r.group(1)
+        zed.listen(B.PEER_PORT)
+        reload_with(gw, gw.conf_text)
+        zed.wait(lambda: ALICE_B in zed.open_conversations(), 5,
+                 "a pipe from alice soon after the reload")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=zed.cjid, type="unsubscribe")
+    gw.check_alive()
+
+
+def reload_ping_interval(w):
+    """An open, idle pipe whose next keepalive is some 30 s away
+    (ping_interval 30); a SIGHUP setting ping_interval to 1 s reaches it:
+    the peer is pinged within a few seconds."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    pip = w.keep(B.ref_peer(PIP_I, PIP_NICK, [ALICE_B]))
+    pip.listen(B.PEER_PORT)
+    cj = B.add_contact(alice, pip.jid)
+    pip.wait(lambda: ALICE_B in pip.open_conversations(), 8,
+             "a pipe from alice")
+    # Past the first wake-up (ping_timeout after the headers).
+    time.sleep(4)
+
+    def pinged_since(t):
+        return lambda: any(w_ == "ping-answered" and at > t
+                           for at, w_, _d in pip.events)
+    fast = re.sub(r"ping_interval = [0-9.]+;", "ping_interval = 1.0;",
+                  gw.conf_text)
+    assert fast != gw.conf_text, "no ping_interval in the configuration"
+    try:
+        t = time.monotonic()
+        assert not pinged_since(0)(), "pinged before the reload"
+        reload_with(gw, fast)
+        pip.wait(pinged_since(t), 4, "a ping soon after the reload")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=cj, type="unsubscribe")
+    gw.check_alive()
+
+
+def reload_request_timeout(w):
+    """A stranger's pipe open while alice is asked, under request_timeout
+    60 s; a SIGHUP back to 4 s reaches it: the pipe closes some 4 s after
+    the reload, not a minute after it opened."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    quinn = w.keep(B.RawPeer(QUINN_I, QUINN_NICK, listen=False))
+    slow = re.sub(r"request_timeout = [0-9.]+;", "request_timeout = 60.0;",
+                  gw.conf_text)
+    assert slow != gw.conf_text, "no request_timeout in the configuration"
+    try:
+        reload_with(gw, slow)
+        m = alice.mark()
+        p = quinn.dial(ALICE_B, gw.listen_port)
+        alice.take(is_pres(quinn.cjid, "subscribe"), since=m)
+        reload_with(gw, gw.conf_text)
+        p.c.wait(lambda: p.c.stream_end or p.c.eof, 7,
+                 "the stranger's pipe closed after the new request_timeout")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=quinn.cjid, type="unsubscribed")
+    gw.check_alive()
+
+
+def reload_lifetime(w):
+    """A message queued for an unreachable contact under the default
+    lifetime (7 days); a SIGHUP that shortens storage.message_lifetime to
+    1 s applies to it: its sender gets recipient-unavailable at once, not
+    in a week."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    cj = B.contact_jid(NOBODY)
+    m = alice.mark()
+    alice.message(cj, "will you ever read this", mid="life-1")
+    time.sleep(2.5)   # older than the new lifetime, in whole seconds
+    assert_eq(gw.db("SELECT count(*) FROM queue WHERE body = ?",
+                    ("will you ever read this",)), [(1,)], "queued")
+    text = re.sub(r"message_lifetime = [0-9.]+;", "message_lifetime = 1.0;",
+                  gw.conf_text)
+    assert text != gw.conf_text, "no message_lifetime in the configuration"
+    try:
+        reload_with(gw, text)
+        err = alice.take(is_error(cj, "message"), 5, since=m,
+                         what="the expiry error after the reload")
+        assert_eq(err.get("id"), "life-1", "expiry error id")
+        assert_eq(error_cond(err)[1], "recipient-unavailable",
+                  "expiry error condition")
+    finally:
+        reload_with(gw, gw.conf_text)
+        alice.presence(to=cj, type="unsubscribe")
+    gw.check_alive()
+
+
+REFUSED_TEXT = "no longer allows"
+
+
+def expect_refused(u, m, frm, name, what):
+    check_refused(u.take(is_error(frm, name), since=m, what=what), what)
+
+
+def check_refused(e, what):
+    etype, cond, text = error_cond(e) or (None, None, None)
+    if cond != "not-allowed" or REFUSED_TEXT not in (text or ""):
+        raise AssertionError("%s: expected not-allowed saying %r, got %s"
+                             % (what, REFUSED_TEXT, show(e)))
+
+
+def reload_access(w):
+    """erin is registered and chatting with Tom; a SIGHUP whose access.jids
+    no longer lists her: her pipe closes, her next stanzas to the gateway
+    and to Tom get not-allowed with an explanation, her rows stay in the
+    store; listing her again restores service without a new login."""
+    gw = w.gateway()
+    erin = w.registered_user("erin", "Erin")
+    tom = w.keep(B.ref_peer(TOM_I, TOM_NICK, [ERIN_B]))
+    tom.listen(B.PEER_PORT)
+    cj = B.add_contact(erin, tom.jid)
+    tom.wait(lambda: ERIN_B in tom.open_conversations(), 8,
+             "a pipe from erin")
+    narrowed = gw.conf_text.replace('"erin@localhost", ', "").replace(
+        ', "erin@localhost"', "")
+    assert "erin@localhost" not in narrowed, "erin still listed"
+    try:
+        reload_with(gw, narrowed)
+        tom.wait(lambda: ERIN_B not in tom.open_conversations(), 5,
+                 "erin's pipe closed")
+        m = erin.mark()
+        erin.message(cj, "still there?", mid="refused-1")
+        expect_refused(erin, m, cj, "message", "a message to Tom")
+        erin.presence(show="away")
+        expect_refused(erin, m, COMPONENT, "presence", "presence")
+        check_refused(erin.iq(COMPONENT, '<command xmlns="%s" node="address"/>'
+                              % NS_COMMANDS, "set"), "the address command")
+        assert not any(b == "still there?" for _c, b in B.ref_bodies(tom)), \
+            "the refused message reached Tom"
+        assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
+                        ("erin@localhost",)), [("Erin",)],
+                  "erin's row once refused")
+        rows = gw.db("SELECT nick FROM contacts WHERE user_jid = ?",
+                     ("erin@localhost",))
+        assert_eq([r[0].lower() for r in rows], ["tom"],
+                  "erin's contacts once refused")
+        time.sleep(1.5)
+        assert ERIN_B not in tom.open_conversations(), \
+            "the gateway dialled Tom for a refused user"
+    finally:
+        reload_with(gw, gw.conf_text)
+    # The gateway asks the server for erin's presence: her pipe comes back.
+    tom.wait(lambda: ERIN_B in tom.open_conversations(), 8,
+             "erin's pipe after she is allowed again")
+    m = erin.mark()
+    erin.message(cj, "back again", mid="allowed-1")
+    tom.wait(lambda: any(b == "back again" for _c, b in B.ref_bodies(tom)),
+             5, "erin's message after she is allowed again")
+    erin.expect_none(is_error(cj), 1.0, since=m)
+    gw.check_alive()
+
+
+def restart_access(w):
+    """The same at a restart: a gateway started with access.jids no longer
+    listing erin refuses her stanzas and keeps her rows; started again
+    with her listed, it serves her."""
+    gw = w.gateway()
+    erin = w.registered_user("erin", "Erin")
+    orig = gw.conf_text
+    gw.conf_text = orig.replace('"erin@localhost", ', "").replace(
+        ', "erin@localhost"', "")
+    assert "erin@localhost" not in gw.conf_text, "erin still listed"
+    cj = B.contact_jid("Tom@%s" % bn.peer_addr(TOM_I))
+    try:
+        gw.restart()
+        m = erin.mark()
+        erin.message(cj, "after the restart", mid="refused-2")
+        expect_refused(erin, m, cj, "message", "a message after the restart")
+        assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
+                        ("erin@localhost",)), [("Erin",)],
+                  "erin's row after the restart")
+    finally:
+        gw.conf_text = orig
+        gw.restart()
+    m = erin.mark()
+    erin.message(cj, "allowed again", mid="allowed-2")
+    erin.expect_none(is_error(cj), 1.5, since=m)
+    gw.check_alive()
+
+
+# ---------------------------------------------------------------------------
 
 SCENARIOS = [
     ("expiry: a message queued for an unreachable peer", expiry_setup),
@@ -1502,6 +1791,20 @@ SCENARIOS = [
     ("unregister removes everything", unregister),
     ("ad-hoc commands: register, address, contact port, unregister",
      adhoc_commands),
+    ("SIGHUP: a new default_port reaches the next redial",
+     reload_default_port),
+    ("SIGHUP: narrowed access refuses a registered user, keeps her data",
+     reload_access),
+    ("restart with narrowed access refuses her too", restart_access),
+    ("SIGHUP: a lower stanza limit holds on open pipes", reload_stanza_limit),
+    ("SIGHUP: a shorter message lifetime applies to queued messages",
+     reload_lifetime),
+    ("SIGHUP: a shorter redial backoff reaches a pair waiting to redial",
+     reload_redial),
+    ("SIGHUP: a shorter ping_interval reaches open pipes",
+     reload_ping_interval),
+    ("SIGHUP: a shorter request_timeout reaches a waiting stranger",
+     reload_request_timeout),
     ("store-and-forward, in order, across a restart", store_and_forward),
     ("plugin 2.x has not added alice: told once, never online, backoff",
      plugin2_not_added),

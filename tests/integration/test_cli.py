@@ -75,6 +75,24 @@ def check_good_secret_file():
         % (p.returncode, path, p.stderr)
 
 
+def check_admins_ignored():
+    """access.admins gates no command yet: -t accepts a file that has it
+    (copied from an older example) and warns in one line that it does
+    nothing, naming the file, the line and the key."""
+    d = h.subdir("admins")
+    text = replace("access = {", 'access = {\n  admins = [ "root@example.org" ];'
+                   )(good_conf(d))
+    path, p = check(text, d)
+    assert p.returncode == 0, "exit status %d; stderr:\n%s" \
+        % (p.returncode, p.stderr)
+    warn = [l for l in p.stderr.splitlines() if "access.admins" in l]
+    assert len(warn) == 1, "no one-line warning about access.admins:\n%s" \
+        % p.stderr
+    n = line_of(text, "admins =")
+    assert "%s:%d:" % (path, n) in warn[0], \
+        "file and line %d not named in %r" % (n, warn[0])
+
+
 # --- bad configurations: exit 2, one line naming the file, line and key -----
 
 def bad_case(edit, marker, keys):
@@ -135,6 +153,22 @@ BAD = [
     ("both secret and secret_file",
      replace("  host =", '  secret_file = "/dev/null";\n  host ='),
      None, ["secret"]),
+    ("the same listen address twice",
+     lambda t: re.sub(r'listen = \[ "([^"]+)" \];',
+                      r'listen = [ "\1", "\1" ];', t, 1),
+     "listen =", ["barev.listen"]),
+    ("one listen address written two ways",
+     lambda t: re.sub(r'listen = \[ "\[::1\]:(\d+)" \];',
+                      r'listen = [ "[0:0::1]:\1", "[::1]:\1" ];', t, 1),
+     "listen =", ["barev.listen"]),
+    ("storage.path in a directory that does not exist",
+     lambda t: re.sub(r'path = "[^"]*";',
+                      'path = "/nonexistent/barev-test/state.db";', t, 1),
+     "/nonexistent/barev-test", ["storage.path"]),
+    ("storage.path in a file, not a directory",
+     lambda t: re.sub(r'path = "[^"]*";', 'path = "/dev/null/state.db";',
+                      t, 1),
+     "/dev/null/state.db", ["storage.path"]),
 ]
 
 
@@ -190,6 +224,28 @@ def sighup_log_level():
     gw.stop_clean(2)
 
 
+def sighup_shorter_backoff():
+    """A gateway waiting 30 s or more before dialling the server again; a
+    SIGHUP lowering reconnect_min and reconnect_max to 0.2 s and 1 s
+    shortens that wait: it dials again within a few seconds."""
+    srv = h.NoServer()
+    gw = h.Gateway(h.subdir("hup-backoff"), srv, reconnect_min=30.0,
+                   reconnect_max=30.0)
+    gw.start()
+    try:
+        gw.wait_log(r"component: link down .*retry_in_ms=\d+", 5)
+        mark = gw.mark()
+        gw.write_conf(gw.conf(reconnect_min=0.2, reconnect_max=1.0))
+        gw.signal(signal.SIGHUP)
+        gw.wait_log(RELOADED % re.escape(gw.conf_path), 5, start=mark)
+        gw.wait_log(CONNECTING % srv.component_port, 4, start=mark)
+        assert gw.alive()
+    except BaseException:
+        gw.kill_now()
+        raise
+    gw.stop_clean(2)
+
+
 def sigterm_idle():
     """SIGTERM while retrying: exit 0 within 2 s, with a log line."""
     gw, _srv = start_idle_gateway()
@@ -205,6 +261,8 @@ TESTS = [
     ("--help mentions -c and -t", help_),
     ("-t on a good file: exit 0", check_good),
     ("-t on a good file with secret_file: exit 0", check_good_secret_file),
+    ("-t on a file with access.admins: exit 0, one warning line",
+     check_admins_ignored),
 ] + [
     ("-t on a bad file (%s): exit 2, one line naming file, line and key" % name,
      bad_case(edit, marker, keys))
@@ -212,6 +270,7 @@ TESTS = [
 ] + [
     ("SIGHUP with a broken file keeps the old configuration", sighup_broken),
     ("SIGHUP applies a new log level", sighup_log_level),
+    ("SIGHUP shortens a pending reconnect wait", sighup_shorter_backoff),
     ("SIGTERM while retrying: clean exit", sigterm_idle),
 ]
 

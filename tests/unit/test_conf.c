@@ -119,7 +119,7 @@ test_minimal_gets_defaults(void **state)
 	assert_int_equal(c->access_domains.n, 1);
 	assert_string_equal(c->access_domains.v[0], "localhost");
 	assert_int_equal(c->access_jids.n, 0);
-	assert_int_equal(c->admins.n, 0);
+	assert_null(c->warning);
 	conf_free(c);
 	free(path);
 }
@@ -184,8 +184,11 @@ test_every_key_set(void **state)
 	assert_string_equal(c->access_domains.v[1], "example.org");
 	assert_int_equal(c->access_jids.n, 1);
 	assert_string_equal(c->access_jids.v[0], "guest@example.com");
-	assert_int_equal(c->admins.n, 1);
-	assert_string_equal(c->admins.v[0], "root@example.net");
+	/* access.admins gates nothing yet: accepted, with a warning. */
+	assert_non_null(c->warning);
+	assert_non_null(
+	    strstr(c->warning, "full.conf:42: key 'access.admins'"));
+	assert_non_null(strstr(c->warning, "ignored"));
 	conf_free(c);
 	unlink(secret);
 	free(full);
@@ -289,6 +292,107 @@ test_bad_values(void **state)
 	expect_bad("bad-access-jid.conf", ":2: key 'access.jids'", "bare JID");
 }
 
+/* Regression: with secret_file the rules after the secret were skipped. */
+static void
+test_secret_file_keeps_other_rules(void **state)
+{
+	char secret[] = "/tmp/bg-test-secret-XXXXXX", *text, *cause = NULL;
+	struct conf *c = NULL;
+	int fd;
+
+	fd = mkstemp(secret);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "s\n", 2), 2);
+	close(fd);
+	xasprintf(&text,
+	    "component = { jid = \"barev.example.org\"; secret_file = "
+	    "\"%s\"; };\n",
+	    secret);
+	if (conf_load_string("sf", text, &c, &cause) != 0)
+		fail_msg("sf: %s", cause);
+	/* Nobody listed: the users of the domain the component lives under. */
+	assert_int_equal(c->access_domains.n, 1);
+	assert_string_equal(c->access_domains.v[0], "example.org");
+	conf_free(c);
+	free(text);
+	xasprintf(&text,
+	    "component = { jid = \"barev.example.org\"; secret_file = "
+	    "\"%s\"; reconnect_min = 9; reconnect_max = 2; };\n",
+	    secret);
+	c = NULL;
+	assert_int_equal(conf_load_string("sf", text, &c, &cause), -1);
+	assert_non_null(strstr(cause, "must not be below"));
+	free(cause);
+	free(text);
+	unlink(secret);
+}
+
+/* Two listeners on one address and port, however written, cannot both bind. */
+static void
+test_duplicate_listen(void **state)
+{
+	expect_bad(
+	    "dup-listen.conf", ":3: key 'barev.listen'", "[::]:5299 twice");
+	/* [0::0]:1337 and :1337 are one address; [201:af82::1] is 5299. */
+	expect_bad("dup-listen-forms.conf", ":3: key 'barev.listen'",
+	    "[::]:1337 twice");
+}
+
+/* Loads name (which must load) and returns conf_check_storage's cause. */
+static char *
+storage_bad(const char *name)
+{
+	char *path = fixture(name), *cause = NULL;
+	struct conf *c = NULL;
+
+	if (conf_load(path, &c, &cause) != 0)
+		fail_msg("%s: %s", name, cause);
+	assert_int_equal(conf_check_storage(c, &cause), -1);
+	assert_non_null(cause);
+	assert_null(strchr(cause, '\n'));
+	assert_int_equal(strncmp(cause, path, strlen(path)), 0);
+	conf_free(c);
+	free(path);
+	return cause;
+}
+
+static void
+expect_storage_bad(
+    const char *name, const char *line_and_key, const char *words)
+{
+	char *cause = storage_bad(name);
+
+	if (strstr(cause, line_and_key) == NULL || strstr(cause, words) == NULL)
+		fail_msg("%s: unexpected message \"%s\"", name, cause);
+	free(cause);
+}
+
+static void
+test_storage_directory(void **state)
+{
+	char dir[] = "/tmp/bg-test-store-XXXXXX", *text, *cause = NULL;
+	struct conf *c = NULL;
+
+	expect_storage_bad("storage-no-dir.conf", ":3: key 'storage.path'",
+	    "/nonexistent/barev-gateway: No such file or directory");
+	expect_storage_bad("storage-not-dir.conf", ":2: key 'storage.path'",
+	    "/dev/null: Not a directory");
+	expect_storage_bad("storage-is-dir.conf", ":2: key 'storage.path'",
+	    "/tmp is a directory");
+	/* A file that does not exist yet, in a directory we may write. */
+	assert_non_null(mkdtemp(dir));
+	xasprintf(&text,
+	    "component = { jid = \"a.example\"; secret = \"s\"; };\n"
+	    "storage = { path = \"%s/state.db\"; };\n",
+	    dir);
+	assert_int_equal(conf_load_string("good", text, &c, &cause), 0);
+	if (conf_check_storage(c, &cause) != 0)
+		fail_msg("good: %s", cause);
+	conf_free(c);
+	rmdir(dir);
+	free(text);
+}
+
 static void
 test_missing_file(void **state)
 {
@@ -377,6 +481,9 @@ main(void)
 		cmocka_unit_test(test_missing_required),
 		cmocka_unit_test(test_unreadable_secret_file),
 		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_secret_file_keeps_other_rules),
+		cmocka_unit_test(test_duplicate_listen),
+		cmocka_unit_test(test_storage_directory),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_reload_keeps_fixed_keys),
 		cmocka_unit_test(test_reload_unchanged_warns_nothing),

@@ -982,6 +982,32 @@ test_take_expired(void **state)
 	assert_int_equal(raw_int(fx->path, "SELECT id FROM queue"), id[0]);
 }
 
+/* A reload's message_lifetime counts from when each queued message was written. */
+static void
+test_set_lifetime(void **state)
+{
+	struct fx *fx = *state;
+	struct gots gs = { 0 };
+	int64_t id[2];
+
+	open_ok(fx);
+	add_user(fx->st, ROMEO, "Inky");
+	/* Both written at 1000 (add_msg), due in a week. */
+	id[0] = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "never", 0);
+	id[1] = add_msg(fx->st, ROMEO, "Pinky@201:af82::1", "week", 605800);
+	assert_int_equal(store_msg_set_lifetime(fx->st, 60), 0);
+	assert_int_equal(store_msg_take_expired(fx->st, 1059, got_msg, &gs), 0);
+	assert_int_equal(gs.n, 0);
+	assert_int_equal(store_msg_take_expired(fx->st, 1060, got_msg, &gs), 0);
+	assert_int_equal(gs.n, 1);
+	assert_int_equal(gs.g[0].id, id[1]);
+	assert_int_equal(gs.g[0].expires, 1060);
+	/* A message that never expires stays so. */
+	assert_int_equal(store_msg_count(fx->st), 1);
+	assert_int_equal(raw_int(fx->path, "SELECT expires FROM queue"), 0);
+	assert_int_equal(raw_int(fx->path, "SELECT id FROM queue"), id[0]);
+}
+
 static void
 test_transactions(void **state)
 {
@@ -1203,6 +1229,8 @@ main(void)
 		    test_queue_order_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_take_expired, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_set_lifetime, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_transactions, setup, teardown),
 		cmocka_unit_test_setup_teardown(
