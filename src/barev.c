@@ -827,8 +827,7 @@ listen_on(struct barev *b, const struct conf_listen *cl, char **cause)
 			close(fd);
 		return -1;
 	}
-	b->listeners = xrealloc(
-	    b->listeners, (b->nlisteners + 1) * sizeof(*b->listeners));
+	/* The array is sized once (barev_new): on_accept holds l. */
 	l = &b->listeners[b->nlisteners];
 	l->b = b;
 	l->lev = evconnlistener_new(b->base, on_accept, l,
@@ -1038,6 +1037,11 @@ barev_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->ev_sweep = evtimer_new(base, on_sweep, b);
 	b->ev_shutdown = evtimer_new(base, on_shutdown, b);
 	timer_after(b->ev_sweep, RATE_WINDOW);
+	/*
+	 * Never grown afterwards: each listener's callback holds a pointer
+	 * into it (a realloc for the second listener freed the first's).
+	 */
+	b->listeners = xcalloc(conf->barev_listen.n, sizeof(*b->listeners));
 	for (i = 0; i < conf->barev_listen.n; i++) {
 		if (listen_on(b, &conf->barev_listen.v[i], cause) == -1) {
 			barev_free(b);

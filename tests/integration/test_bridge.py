@@ -650,7 +650,9 @@ def strangers(w):
         raise AssertionError("the stranger's pipe was closed while alice is "
                              "asked")
     m2 = alice.mark()
-    p2 = sid.dial(ALICE_B, gw.listen_port)   # replaces p1
+    # replaces p1; on the second listen port (a realloc of the listeners
+    # once freed the first's while it was in use)
+    p2 = sid.dial(ALICE_B, gw.listen_port2)
     t_dial = time.monotonic()
     alice.expect_none(is_pres(sid.cjid, "subscribe"), 1.5, since=m2,
                       what="a second request within request_interval")
