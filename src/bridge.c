@@ -51,6 +51,14 @@ const char *const bridge_features[] = {
 	NULL,
 };
 
+/* What the bridge carries between a user and a Barev peer. */
+const char *const bridge_contact_features[] = {
+	NS_CHATSTATES,
+	NS_RECEIPTS,
+	NS_XHTML_IM,
+	NULL,
+};
+
 /* A message written to a pipe, waiting for the proof it was read. */
 struct inflight {
 	int64_t id;
@@ -184,6 +192,17 @@ new_stanza(struct bridge *b, const char *name, const char *from, const char *to,
 	return st;
 }
 
+/* Our presence to jid, with caps when available (XEP-0115). */
+static void
+gateway_presence_to(struct bridge *b, const char *jid, const char *type)
+{
+	xmpp_stanza_t *p = new_stanza(b, "presence", b->domain, jid, type);
+
+	if (type == NULL)
+		b->net.caps(b->net.caps_arg, SERVICE_GATEWAY, p);
+	xsend(b, p);
+}
+
 /* A chat message from contact who to a user; takes html (may be NULL). */
 static xmpp_stanza_t *
 chat_to_user(struct bridge *b, const struct barev_jid *who, const char *to,
@@ -254,6 +273,8 @@ presence_from_contact(struct bridge *b, const struct barev_jid *who,
 		if (shown->status != NULL)
 			stanza_add_text_child(p, "status", shown->status);
 	}
+	if (type == NULL)
+		b->net.caps(b->net.caps_arg, SERVICE_CONTACT, p);
 	if (type != NULL && strcmp(type, "subscribe") == 0) {
 		/* XEP-0172: the client can show the nick with its case. */
 		nick = stanza_add_child(p, "nick", NS_NICK);
@@ -1270,6 +1291,7 @@ register_user(
 	    barev_jid_format(&id, addr));
 	/* XEP-0100: the gateway asks to see the user's presence. */
 	xsend(b, new_stanza(b, "presence", b->domain, bare, "subscribe"));
+	gateway_presence_to(b, bare, NULL);
 	snprintf(text, sizeof(text),
 	    "Welcome. Your Barev address is %s (port %d). Give it to the "
 	    "people you want to talk to on Barev; they add it as a contact. To "
@@ -1714,19 +1736,18 @@ gateway_presence(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 		return;
 	}
 	if (strcmp(type, "subscribe") == 0) {
-		if (u != NULL)
-			xsend(b,
-			    new_stanza(
-				b, "presence", b->domain, bare, "subscribed"));
-		else
+		if (u == NULL) {
 			error_reply(b, st, "auth", "registration-required",
 			    "Register with the gateway first.");
+			return;
+		}
+		xsend(b,
+		    new_stanza(b, "presence", b->domain, bare, "subscribed"));
+		gateway_presence_to(b, bare, NULL);
 		return;
 	}
 	if (strcmp(type, "probe") == 0 && u != NULL)
-		xsend(b,
-		    new_stanza(b, "presence", b->domain,
-			xmpp_stanza_get_from(st), NULL));
+		gateway_presence_to(b, xmpp_stanza_get_from(st), NULL);
 }
 
 static int
@@ -1839,11 +1860,13 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	return rc;
 }
 
+/* The gateway is back: it shows itself and asks for the user's presence. */
 static void
 probe_user(struct user *u, void *arg)
 {
 	struct bridge *b = arg;
 
+	gateway_presence_to(b, u->jid, NULL);
 	xsend(b, new_stanza(b, "presence", b->domain, u->jid, "probe"));
 }
 
@@ -1922,6 +1945,18 @@ forget_user(struct user *u, void *arg)
 
 	if (user_forget_resources(u))
 		went_offline(b, u);
+}
+
+static void
+goodbye_user(struct user *u, void *arg)
+{
+	gateway_presence_to(arg, u->jid, "unavailable");
+}
+
+void
+bridge_shutdown(struct bridge *b)
+{
+	users_each(b->users, goodbye_user, b);
 }
 
 void

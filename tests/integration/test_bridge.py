@@ -14,7 +14,9 @@ TEST_ONLY=REGEX runs only the matching scenarios (e.g. "prosody: " or
 TEST_TIMES=1 prints durations.
 """
 
+import base64
 import calendar
+import hashlib
 import os
 import re
 import shutil
@@ -499,6 +501,146 @@ def messages(w):
     if r.find(q(NS_VCARD, "vCard")) is None:
         raise AssertionError("vCard answer without vCard: %s" % show(r))
     gw.check_alive()
+
+
+# ---------------------------------------------------------------------------
+# Discovery: answers from the JID asked, XEP-0115 caps, vCard, time.
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_VERSION = "jabber:iq:version"
+NS_TIME = "urn:xmpp:time"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
+
+
+def caps_ver(query):
+    """XEP-0115 5.1: the ver of a disco#info <query/> (no forms allowed:
+    the gateway sends none, and this check would have to hash them)."""
+    if query.find(q(NS_XDATA, "x")) is not None:
+        raise AssertionError("disco#info with a data form: %s" % show(query))
+    idents = sorted((i.get("category", ""), i.get("type", ""),
+                     i.get("{%s}lang" % NS_XML, ""), i.get("name", ""))
+                    for i in query.findall(q(NS_DISCO_INFO, "identity")))
+    feats = sorted(f.get("var") for f in query.findall(q(NS_DISCO_INFO,
+                                                           "feature")))
+    if not idents or len(set(feats)) != len(feats):
+        raise AssertionError("disco#info needs an identity and distinct "
+                             "features: %s" % show(query))
+    text = "".join("%s/%s/%s/%s<" % i for i in idents) + \
+        "".join("%s<" % f for f in feats)
+    return base64.b64encode(hashlib.sha1(text.encode("utf-8")).digest()) \
+        .decode("ascii")
+
+
+def check_caps(u, jid, pres, what):
+    """pres (from jid) carries caps whose ver is the hash of what jid
+    answers to disco#info at node#ver, from jid itself. Returns the
+    features."""
+    c = pres.find(q(NS_CAPS, "c"))
+    if c is None or c.get("hash") != "sha-1" or not c.get("node") or \
+            not c.get("ver"):
+        raise AssertionError("%s: presence without XEP-0115 caps: %s"
+                             % (what, show(pres)))
+    node = "%s#%s" % (c.get("node"), c.get("ver"))
+    r = ok_result(u.iq(jid, '<query xmlns="%s" node="%s"/>'
+                       % (NS_DISCO_INFO, B.xml_escape(node)), timeout=3),
+                  "%s: disco#info at %s" % (what, node))
+    if not B.jid_eq(r.get("from"), jid):
+        raise AssertionError("%s: disco#info answered from %s"
+                             % (what, r.get("from")))
+    qe = r.find(q(NS_DISCO_INFO, "query"))
+    assert_eq(qe.get("node"), node, "%s: node of the answer" % what)
+    assert_eq(caps_ver(qe), c.get("ver"), "%s: caps ver recomputed from "
+              "the disco#info answer" % what)
+    return set(f.get("var") for f in qe.findall(q(NS_DISCO_INFO, "feature")))
+
+
+def answered_from(u, jid, payload, what, soft):
+    """u's iq get to jid is answered (result or error) from jid."""
+    try:
+        r = u.iq(jid, payload, timeout=3)
+    except AssertionError as e:
+        soft.problems.append("%s: no answer from %s (a client drops an "
+                             "answer from another JID): %s" % (what, jid, e))
+        return None
+    if not B.jid_eq(r.get("from"), jid):
+        soft.problems.append("%s: answered from %s, not %s: %s"
+                             % (what, r.get("from"), jid, show(r)))
+    return r
+
+
+def discovery(w):
+    gw = w.gateway()
+    alice, pipe = inky_pipe(w)
+    cj = B.contact_jid(INKY)
+    soft = B.Soft()
+    # A contact: its presence carries the caps of what the gateway answers
+    # for it; every iq to it is answered from it.
+    m = alice.mark()
+    pipe.send(b"<presence><show>away</show></presence>")
+    p = alice.take(is_pres(cj, None), since=m)
+    pipe.send(b"<presence/>")
+    alice.take(is_pres(cj, None), since=m)
+    feats = soft.check(check_caps, alice, cj, p, "Inky")
+    if feats is not None and not {NS_CHATSTATES, NS_RECEIPTS} <= feats:
+        soft.problems.append("Inky's features lack chat states or receipts: "
+                             "%s" % sorted(feats))
+    for name, payload in (
+            ("disco#info", '<query xmlns="%s"/>' % NS_DISCO_INFO),
+            ("version", '<query xmlns="%s"/>' % NS_VERSION),
+            ("ping", '<ping xmlns="%s"/>' % B.NS_PING),
+            ("time", '<time xmlns="%s"/>' % NS_TIME),
+            ("vCard", '<vCard xmlns="%s"/>' % NS_VCARD)):
+        answered_from(alice, cj, payload, "%s to Inky" % name, soft)
+
+    # The gateway: presence with caps to a resource that logs in (its
+    # server probes the gateway), vCard, time.
+    second = w.user("alice", "caps")
+    p = soft.check(second.take, is_pres(COMPONENT, None), 3,
+                   what="the gateway's presence at login")
+    if p is not None:
+        feats = soft.check(check_caps, second, COMPONENT, p, "the gateway")
+        if feats is not None and not {B.NS_PING, NS_TIME, NS_VCARD,
+                                      NS_VERSION, NS_REGISTER} <= feats:
+            soft.problems.append("the gateway's features lack ping, time, "
+                                 "vCard, version or register: %s"
+                                 % sorted(feats))
+    w.drop_user("alice", "caps")
+    r = answered_from(alice, COMPONENT, '<vCard xmlns="%s"/>' % NS_VCARD,
+                      "the gateway's vCard", soft)
+    if r is not None:
+        v = r.find(q(NS_VCARD, "vCard"))
+        if r.get("type") != "result" or v is None or \
+                not B.child_text(v, NS_VCARD, "FN") or \
+                not B.child_text(v, NS_VCARD, "DESC"):
+            soft.problems.append("the gateway's vCard needs FN and DESC: %s"
+                                 % show(r))
+    r = answered_from(alice, COMPONENT, '<time xmlns="%s"/>' % NS_TIME,
+                      "the gateway's time", soft)
+    if r is not None:
+        t = r.find(q(NS_TIME, "time"))
+        utc = B.child_text(t, NS_TIME, "utc") if t is not None else None
+        tzo = B.child_text(t, NS_TIME, "tzo") if t is not None else None
+        try:
+            when = calendar.timegm(time.strptime(utc, "%Y-%m-%dT%H:%M:%SZ"))
+            if abs(when - time.time()) > 5 or \
+                    not re.match(r"^([+-]\d\d:\d\d|Z)$", tzo):
+                raise ValueError("off")
+        except (TypeError, ValueError):
+            soft.problems.append("the gateway's time needs utc (now) and "
+                                 "tzo: %s" % show(r))
+
+    # Stopping: unavailable from the gateway; starting: available again.
+    m = alice.mark()
+    gw.restart()
+    soft.check(alice.take, is_pres(COMPONENT, "unavailable"), since=m,
+               what="the gateway's unavailable when it stops")
+    soft.check(alice.take, is_pres(COMPONENT, None), since=m,
+               what="the gateway's presence when its link comes up")
+    pipe.wait_end(5)
+    w.state.pop("inky_pipe", None)
+    gw.check_alive()
+    soft.done()
 
 
 def receipts(w):
@@ -1313,11 +1455,18 @@ def adhoc_commands(w):
     assert_eq((c.get("status"), note(c)[0]), ("completed", "info"),
               "register step 2")
     dora.take(is_msg(COMPONENT), since=m, what="the welcome message")
+    soft = B.Soft()
+    # The gateway shows itself to a user who registers (XEP-0115 caps).
+    p = soft.check(dora.take, is_pres(COMPONENT, None), since=m,
+                   what="the gateway's presence after registering")
+    if p is not None:
+        soft.check(check_caps, dora, COMPONENT, p, "the gateway")
     assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
                     ("dora@localhost",)), [("Dora",)], "stored user")
     c = command(dora, "address")
     if "Dora@%s" % B.GW not in note(c)[1]:
         raise AssertionError("address note: %r" % (note(c),))
+
     # A contact's port.
     inky = INKY
     c = command(dora, "contact-port", {"contact": inky, "port": "1337"})
@@ -1340,6 +1489,7 @@ def adhoc_commands(w):
     assert_eq(gw.db("SELECT count(*) FROM users WHERE jid = ?",
                     ("dora@localhost",)), [(0,)], "user after unregister")
     gw.check_alive()
+    soft.done()
 
 
 # ---------------------------------------------------------------------------
@@ -1353,6 +1503,8 @@ SCENARIOS = [
     ("offline user: Barev message kept by the server, pipe reused",
      offline_delivery),
     ("messages both ways: escaping, chat states, XHTML-IM, vCard", messages),
+    ("discovery: answers from the JID asked, caps, vCard, time, presence",
+     discovery),
     ("receipts only after the peer's answer", receipts),
     ("typing: composing repeated, paused", typing),
     ("unsubscribe removes the contact and closes the pipe", unsubscribe),
