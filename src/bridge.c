@@ -192,6 +192,38 @@ new_stanza(struct bridge *b, const char *name, const char *from, const char *to,
 	return st;
 }
 
+/*
+ * The JID user_jid knows who by (free it): the one they subscribed to or
+ * wrote to (the typeable form, say), or the canonical one. Their roster
+ * then has one entry for the contact, answered from the JID they typed.
+ */
+static char *
+contact_name(
+    struct bridge *b, const char *user_jid, const struct barev_jid *who)
+{
+	struct user *u = users_get(b->users, user_jid);
+	struct contact *c = u != NULL ? user_contact(u, who) : NULL;
+
+	if (c != NULL && c->jid != NULL)
+		return xstrdup(c->jid);
+	return contact_jid(b, who);
+}
+
+/* The contact is known as the bare JID `to` from now on. */
+static void
+contact_rename(struct bridge *b, struct contact *c, const char *to)
+{
+	char *canonical = contact_jid(b, &c->who), *bare;
+	const char *cause;
+
+	if (jid_bare(to, &bare, &cause) == -1)
+		bare = xstrdup(canonical);
+	free(c->jid);
+	c->jid = strcasecmp(bare, canonical) == 0 ? NULL : xstrdup(bare);
+	free(bare);
+	free(canonical);
+}
+
 /* Our presence to jid, with caps when available (XEP-0115). */
 static void
 gateway_presence_to(struct bridge *b, const char *jid, const char *type)
@@ -208,7 +240,7 @@ static xmpp_stanza_t *
 chat_to_user(struct bridge *b, const struct barev_jid *who, const char *to,
     const char *body, xmpp_stanza_t *html)
 {
-	char *from = contact_jid(b, who), id[32];
+	char *from = contact_name(b, to, who), id[32];
 	xmpp_stanza_t *m = new_stanza(b, "message", from, to, "chat");
 
 	snprintf(id, sizeof(id), "bg-%lu", ++b->serial);
@@ -262,7 +294,7 @@ static void
 presence_from_contact(struct bridge *b, const struct barev_jid *who,
     const char *to, const char *type, const struct shown *shown)
 {
-	char *from = contact_jid(b, who);
+	char *from = contact_name(b, to, who);
 	xmpp_stanza_t *p = new_stanza(b, "presence", from, to, type);
 	static const char *const shows[] = { NULL, "away", "dnd" };
 	xmpp_stanza_t *nick;
@@ -418,6 +450,8 @@ contact_save(struct bridge *b, struct user *u, struct contact *c)
 	sc.port = c->port;
 	sc.sub_to = c->sub_to;
 	sc.sub_from = c->sub_from;
+	if (c->jid != NULL)
+		snprintf(sc.jid, sizeof(sc.jid), "%s", c->jid);
 	if (store_contact_put(b->st, u->jid, &sc) == -1)
 		log_err("bridge: could not save contact of %s", u->jid);
 }
@@ -542,10 +576,10 @@ contact_drop(
 	free(cj);
 }
 
-/* Presence from a user to one of the contact JIDs. */
+/* Presence from a user to one of the contact JIDs (to). */
 static void
 presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
-    const char *bare, const struct barev_jid *who)
+    const char *bare, const struct barev_jid *who, const char *to)
 {
 	const char *type = xmpp_stanza_get_type(st);
 	const char *from = xmpp_stanza_get_from(st);
@@ -566,6 +600,8 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	}
 	if (strcmp(type, "subscribe") == 0) {
 		c = contact_accept(b, u, who);
+		/* Answered from the JID the user typed: one roster entry. */
+		contact_rename(b, c, to);
 		c->sub_to = 1;
 		contact_save(b, u, c);
 		presence_from_contact(b, who, bare, "subscribed", NULL);
@@ -577,6 +613,8 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	}
 	if (strcmp(type, "subscribed") == 0) {
 		c = contact_accept(b, u, who);
+		if (!c->sub_to)
+			contact_rename(b, c, to);
 		c->sub_from = 1;
 		contact_save(b, u, c);
 		if (c->seen.available)
@@ -709,7 +747,7 @@ chat_state_of(xmpp_stanza_t *msg)
 
 static void
 message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
-    const struct barev_jid *who)
+    const struct barev_jid *who, const char *to)
 {
 	const char *type = xmpp_stanza_get_type(st);
 	const char *state = chat_state_of(st);
@@ -725,6 +763,7 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		/* Writing to an address is enough to make it a contact. */
 		batch_commit(b);
 		c = user_contact_add(u, who, 0);
+		contact_rename(b, c, to);
 		contact_save(b, u, c);
 	}
 	body = text_of(st, "body", NULL);
@@ -1030,7 +1069,7 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	r->msg_id = in->id;
 	/* A receipt only with proof that the peer read it. */
 	if (how == PIPE_CONFIRMED && in->receipt) {
-		r->from = contact_jid(b, &in->to);
+		r->from = contact_name(b, in->user_jid, &in->to);
 		r->to = xstrdup(in->sender);
 		r->id = xstrdup(in->stanza_id);
 	}
@@ -1051,7 +1090,8 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 static void
 undeliverable(struct bridge *b, const struct store_msg *m, const char *why)
 {
-	char *from = contact_jid(b, &m->to), text[512], who[BAREV_JID_STRLEN];
+	char *from = contact_name(b, m->user_jid, &m->to), text[512],
+	     who[BAREV_JID_STRLEN];
 	xmpp_stanza_t *e, *err;
 
 	snprintf(text, sizeof(text), "Not delivered to %s: %s.",
@@ -1225,6 +1265,30 @@ own_address(struct bridge *b, const char *bare, struct in6_addr *out)
 	}
 }
 
+/*
+ * "port 1337" or "ports 1337 and 5299": where the gateway listens, which is
+ * what a user's Barev contacts dial (barev.default_port is the port the
+ * gateway dials them on).
+ */
+static void
+listen_ports(const struct bridge *b, char *buf, size_t len)
+{
+	const struct conf_listenlist *l = &b->conf->barev_listen;
+	unsigned short seen[64];
+	size_t i, j, n = 0, off;
+
+	for (i = 0; i < l->n && n < sizeof(seen) / sizeof(seen[0]); i++) {
+		for (j = 0; j < n && seen[j] != l->v[i].port; j++)
+			;
+		if (j == n)
+			seen[n++] = l->v[i].port;
+	}
+	off = (size_t)snprintf(buf, len, "port%s", n == 1 ? "" : "s");
+	for (i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%u",
+		    i == 0 ? " " : (i + 1 == n ? " and " : ", "), seen[i]);
+}
+
 /* Registers bare as nick; on success tells the user their address. */
 static int
 register_user(
@@ -1232,7 +1296,7 @@ register_user(
 {
 	struct user *u = users_get(b->users, bare);
 	struct barev_jid id;
-	char text[512], addr[BAREV_JID_STRLEN];
+	char text[768], addr[BAREV_JID_STRLEN], ports[256];
 	const char *cause;
 
 	why->type = "cancel";
@@ -1292,12 +1356,13 @@ register_user(
 	/* XEP-0100: the gateway asks to see the user's presence. */
 	xsend(b, new_stanza(b, "presence", b->domain, bare, "subscribe"));
 	gateway_presence_to(b, bare, NULL);
+	listen_ports(b, ports, sizeof(ports));
 	snprintf(text, sizeof(text),
-	    "Welcome. Your Barev address is %s (port %d). Give it to the "
+	    "Welcome. Your Barev address is %s (%s). Give it to the "
 	    "people you want to talk to on Barev; they add it as a contact. To "
 	    "add a Barev contact yourself, add nick@their-yggdrasil-address "
 	    "through this gateway (%s).",
-	    addr, b->conf->barev_default_port, b->domain);
+	    addr, ports, b->domain);
 	tell_user(b, bare, text);
 	return 0;
 }
@@ -1509,15 +1574,16 @@ cmd_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
     xmpp_stanza_t *form, const char *bare)
 {
 	struct user *u = users_get(b->users, bare);
-	char addr[BAREV_JID_STRLEN], text[256];
+	char addr[BAREV_JID_STRLEN], text[512], ports[256];
 
 	if (u == NULL) {
 		command_done(b, iq, cmd, "error",
 		    "You are not registered with this gateway.");
 		return;
 	}
-	snprintf(text, sizeof(text), "Your Barev address is %s (port %d).",
-	    barev_jid_format(&u->id, addr), b->conf->barev_default_port);
+	listen_ports(b, ports, sizeof(ports));
+	snprintf(text, sizeof(text), "Your Barev address is %s (%s).",
+	    barev_jid_format(&u->id, addr), ports);
 	command_done(b, iq, cmd, "info", text);
 }
 
@@ -1545,9 +1611,7 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 		    "Pidgin's plugin uses 1337.",
 		    &r);
 		add_field(x, "text-single", "contact",
-		    "Barev address "
-		    "(nick@ipv6)",
-		    NULL);
+		    "Barev address (nick@ipv6) or the contact's JID", NULL);
 		add_field(x, "text-single", "port", "Port", "1337");
 		xsend(b, r);
 		return;
@@ -1555,8 +1619,11 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	addr = form_value(form, "contact");
 	port = form_value(form, "port");
 	v = port ? strtol(port, &end, 10) : 0;
+	/* As the user knows it: a Barev address, or the JID in the roster. */
 	if (addr == NULL ||
-	    barev_jid_parse(addr, peer_flags(b), &who, &cause) == -1) {
+	    (barev_jid_parse(addr, peer_flags(b), &who, &cause) == -1 &&
+		gateway_jid_to_barev(
+		    addr, b->domain, peer_flags(b), &who, &cause) == -1)) {
 		snprintf(text, sizeof(text), "Not a Barev address: %s.",
 		    addr ? cause : "none given");
 		command_done(b, iq, cmd, "error", text);
@@ -1820,9 +1887,9 @@ xmpp_to_contact(
 		return 0;
 	}
 	if (strcmp(name, "presence") == 0)
-		presence_to_contact(b, st, u, bare, &who);
+		presence_to_contact(b, st, u, bare, &who, to);
 	else if (strcmp(name, "message") == 0)
-		message_to_contact(b, st, u, &who);
+		message_to_contact(b, st, u, &who, to);
 	return 0;
 }
 
@@ -2248,6 +2315,7 @@ load_contact(void *arg, const struct store_contact *sc)
 
 	c->sub_to = sc->sub_to;
 	c->sub_from = sc->sub_from;
+	c->jid = sc->jid[0] != '\0' ? xstrdup(sc->jid) : NULL;
 	return 0;
 }
 

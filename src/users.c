@@ -47,6 +47,7 @@ users_new(void)
 static void
 contact_free(struct contact *c)
 {
+	free(c->jid);
 	shown_clear(&c->seen);
 	free(c);
 }

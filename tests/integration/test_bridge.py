@@ -46,6 +46,7 @@ DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
+TINY_NICK, TINY_I = "tiny", 12         # raw peer: added by the typeable JID
 
 EXPIRY_LIFETIME = 2.0
 EXPIRY_CHECK_EVERY = 60.0   # the gateway looks for expired messages this often
@@ -157,6 +158,7 @@ def expiry_check(w):
 def registration(w):
     gw = w.gateway()
     alice = w.user("alice")
+    soft = B.Soft()
     # The form (XEP-0077 with XEP-0004).
     r = ok_result(alice.iq(COMPONENT, '<query xmlns="%s"/>' % NS_REGISTER),
                   "form")
@@ -188,6 +190,13 @@ def registration(w):
                                  "Barev address %s: %s" % (ALICE_B,
                                                            show(welcome)))
         assert_eq(welcome.get("type"), "chat", "welcome type")
+        # Where Barev contacts reach her: the listen ports, not the port
+        # the gateway dials contacts on (barev.default_port).
+        want = "ports %d and %d" % (gw.listen_port, gw.listen_port2)
+        if want not in body_of(welcome) or \
+                ("port %d" % B.PEER_PORT) in body_of(welcome):
+            soft.problems.append("the welcome message must give the listen "
+                                 "ports (%s): %s" % (want, show(welcome)))
         gw.wait_log(r"bridge: registered jid=alice@localhost "
                     r"barev=Alice@200:aaaa::1")
     r = ok_result(alice.iq(COMPONENT, '<query xmlns="%s"/>' % NS_REGISTER),
@@ -240,6 +249,7 @@ def registration(w):
     w.drop_user("carol")
     w.drop_user("mallory")
     gw.check_alive()
+    soft.done()
 
 
 def gateway_prompt(w):
@@ -770,6 +780,73 @@ def unsubscribe(w):
                              % rows)
     inky_peer(w).listener.expect_no_connection(2.5)
     gw.check_alive()
+
+
+def typeable_contact(w):
+    """alice adds tiny by the typeable JID (nick%addr-with-dashes): her
+    roster ends with one entry, subscription both and nothing pending, and
+    the gateway speaks from that JID; Set a contact's port takes it."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    peer = w.raw_peer(TINY_I, TINY_NICK)
+    tj = B.typeable_jid(peer.jid)
+    m = alice.mark()
+    alice.presence(to=tj, type="subscribe")
+    soft = B.Soft()
+    soft.check(alice.take, is_pres(tj, "subscribed"), since=m,
+               what="subscribed from the typed JID %s" % tj)
+    s = soft.check(alice.take, is_pres(tj, "subscribe"), since=m,
+                   what="subscribe from the typed JID %s" % tj)
+    if s is not None:
+        alice.presence(to=tj, type="subscribed")
+    pipe = peer.expect_dial(ALICE_B)
+    soft.check(alice.take, is_pres(tj, None), since=m,
+               what="tiny's presence from the typed JID")
+    # The server's roster: one entry for tiny, both ways, nothing asked.
+    soft.check(roster_item, alice, tj, ("both",))
+    r = alice.iq(alice.bare, '<query xmlns="jabber:iq:roster"/>')
+    items = [it for it in r.iter("{jabber:iq:roster}item")
+             if TINY_NICK in (it.get("jid") or "").lower()]
+    if len(items) != 1 or not B.jid_eq(items[0].get("jid"), tj) or \
+            items[0].get("subscription") != "both" or items[0].get("ask"):
+        soft.problems.append("alice's roster must hold tiny once, as %s, "
+                             "subscription both, nothing pending: %s"
+                             % (tj, [show(i) for i in items]))
+    if soft.problems:
+        soft.done()   # the rest needs a working subscription
+    m = alice.mark()
+    pipe.send(b'<message type="chat"><body>typed to you</body></message>')
+    soft.check(alice.take, is_msg(tj, "typed to you"), since=m,
+               what="tiny's message from the typed JID")
+    alice.message(tj, "and back", mid="t1")
+    pipe.wait_msg("and back")
+    # Set a contact's port: the JID as it stands in the roster.
+    c = command(alice, "contact-port", {"contact": tj, "port": "1339"})
+    soft.check(assert_eq, note(c)[0], "info", "contact-port by the typed "
+               "JID: %r" % (note(c),))
+    rows = gw.db("SELECT port FROM contacts WHERE user_jid = ? AND nick = ?",
+                 ("alice@localhost", TINY_NICK))
+    soft.check(assert_eq, rows, [(1339,)], "tiny's stored port")
+    # And back to where the peer listens, by the canonical JID.
+    c = command(alice, "contact-port", {"contact": peer.cjid,
+                                        "port": str(B.PEER_PORT)})
+    soft.check(assert_eq, note(c)[0], "info", "contact-port by the "
+               "canonical JID: %r" % (note(c),))
+    # The name survives a restart.
+    gw.restart()
+    pipe.wait_end(5)
+    m = alice.mark()
+    pipe = peer.expect_dial(ALICE_B)
+    soft.check(alice.take, is_pres(tj, None), since=m,
+               what="tiny's presence from the typed JID after a restart")
+    # Clean up: alice drops tiny.
+    alice.presence(to=tj, type="unsubscribe")
+    pipe.wait(b_is_pres("unavailable"))
+    pipe.wait_end(5)
+    roster_item(alice, tj, ("none", None))
+    gw.check_alive()
+    soft.done()
 
 
 # ---------------------------------------------------------------------------
@@ -1466,7 +1543,10 @@ def adhoc_commands(w):
     c = command(dora, "address")
     if "Dora@%s" % B.GW not in note(c)[1]:
         raise AssertionError("address note: %r" % (note(c),))
-
+    want = "ports %d and %d" % (gw.listen_port, gw.listen_port2)
+    if want not in note(c)[1]:
+        soft.problems.append("My Barev address must give the listen ports "
+                             "(%s): %r" % (want, note(c)[1]))
     # A contact's port.
     inky = INKY
     c = command(dora, "contact-port", {"contact": inky, "port": "1337"})
@@ -1480,6 +1560,14 @@ def adhoc_commands(w):
     assert_eq(note(c)[0], "info", "contact-port")
     assert_eq(gw.db("SELECT port FROM contacts WHERE user_jid = ?",
                     ("dora@localhost",)), [(1337,)], "stored port")
+    # The contact's JID exactly as the roster shows it.
+    c = command(dora, "contact-port", {"contact": B.contact_jid(inky),
+                                       "port": "1338"})
+    soft.check(assert_eq, note(c)[0], "info", "contact-port by JID: %r"
+               % (note(c),))
+    soft.check(assert_eq, gw.db("SELECT port FROM contacts WHERE user_jid "
+                                "= ?", ("dora@localhost",)), [(1338,)],
+               "port set by the contact's JID")
     c = command(dora, "own-address")
     assert_eq(note(c)[0], "error", "own-address in shared mode")
     c = command(dora, "register", action="cancel")
@@ -1508,6 +1596,8 @@ SCENARIOS = [
     ("receipts only after the peer's answer", receipts),
     ("typing: composing repeated, paused", typing),
     ("unsubscribe removes the contact and closes the pipe", unsubscribe),
+    ("a contact added by its typeable JID: one roster entry",
+     typeable_contact),
     ("strangers: accept, refuse, timeout, stored request", strangers),
     ("two users share one contact; inbound routed by `to`", shared_contact),
     ("unregister removes everything", unregister),
