@@ -357,6 +357,48 @@ access_ok(const struct bridge *b, const char *bare)
 	return 0;
 }
 
+/* Why bare may not register here, for the user: their domain, or them. */
+static void
+not_served(const struct bridge *b, const char *bare, char *buf, size_t len)
+{
+	const char *at = strchr(bare, '@'), *domain = at ? at + 1 : bare;
+	const char *jat;
+	size_t i;
+
+	for (i = 0; i < b->conf->access_jids.n; i++) {
+		jat = strchr(b->conf->access_jids.v[i], '@');
+		if (jat != NULL && strcasecmp(jat + 1, domain) == 0) {
+			snprintf(buf, len,
+			    "This gateway serves only some users of %s, and "
+			    "not %s; ask its operator.",
+			    domain, bare);
+			return;
+		}
+	}
+	snprintf(buf, len,
+	    "This gateway does not serve users of %s; ask its operator.",
+	    domain);
+}
+
+/* The answer to a user who is not registered: how to, or that they may not. */
+static void
+refuse_unregistered(struct bridge *b, xmpp_stanza_t *st, const char *bare)
+{
+	char text[512];
+
+	if (!access_ok(b, bare)) {
+		not_served(b, bare, text, sizeof(text));
+		error_reply(b, st, "cancel", "not-allowed", text);
+		return;
+	}
+	snprintf(text, sizeof(text),
+	    "You are not registered with the Barev gateway %s. Register with "
+	    "its ad-hoc command \"Register\", or with its registration form "
+	    "(XEP-0077; \"Register\" in your client's service discovery).",
+	    b->domain);
+	error_reply(b, st, "auth", "registration-required", text);
+}
+
 /* --- presence towards Barev ----------------------------------------- */
 
 /* What the pipe of contact c should show of u right now. */
@@ -1174,7 +1216,16 @@ register_form(struct bridge *b, xmpp_stanza_t *iq, const char *bare)
 	    "Choose the nickname your Barev contacts will see. Your Barev "
 	    "address will be that nickname at this gateway's Yggdrasil "
 	    "address.";
+	char text[512];
 
+	if (u == NULL && !access_ok(b, bare)) {
+		/* The same words as a submission would get. */
+		not_served(b, bare, text, sizeof(text));
+		error_reply(b, iq, "cancel", "not-allowed", text);
+		xmpp_stanza_release(r);
+		free(local);
+		return;
+	}
 	xmpp_stanza_set_from(r, b->domain);
 	q = stanza_add_child(r, "query", NS_REGISTER);
 	if (u != NULL)
@@ -1302,9 +1353,7 @@ register_user(
 	why->type = "cancel";
 	if (!access_ok(b, bare)) {
 		why->condition = "not-allowed";
-		snprintf(why->text, sizeof(why->text),
-		    "This gateway serves "
-		    "other XMPP domains; ask its operator.");
+		not_served(b, bare, why->text, sizeof(why->text));
 		return -1;
 	}
 	if (b->conf->per_user ? !b->node.have_subnet : !b->node.have_addr) {
@@ -1527,8 +1576,15 @@ cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 {
 	xmpp_stanza_t *x, *r;
 	struct refusal why;
-	char *nick, *local;
+	char *nick, *local, text[512];
 
+	if (form == NULL && users_get(b->users, bare) == NULL &&
+	    !access_ok(b, bare)) {
+		/* No form for someone who could never submit it. */
+		not_served(b, bare, text, sizeof(text));
+		command_done(b, iq, cmd, "error", text);
+		return;
+	}
 	if (form == NULL) {
 		local = xstrndup(bare, strcspn(bare, "@"));
 		x = command_form(b, iq, cmd, "Barev gateway registration",
@@ -1552,15 +1608,52 @@ cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	free(nick);
 }
 
+/* Whether a submitted boolean field (XEP-0004) is true. */
+static int
+form_true(xmpp_stanza_t *form, const char *var)
+{
+	char *v = form_value(form, var);
+	int yes = v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+
+	free(v);
+	return yes;
+}
+
+/* Nothing is deleted before the user says yes to what goes. */
 static void
 cmd_unregister(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
     xmpp_stanza_t *form, const char *bare)
 {
 	struct user *u = users_get(b->users, bare);
+	xmpp_stanza_t *x, *r;
+	struct contact *c;
+	char text[256];
+	size_t n = 0;
 
 	if (u == NULL) {
 		command_done(b, iq, cmd, "error",
 		    "You are not registered with this gateway.");
+		return;
+	}
+	if (form == NULL) {
+		for (c = u->contacts; c != NULL; c = c->next)
+			n++;
+		snprintf(text, sizeof(text),
+		    "Unregistering deletes your Barev address, your %zu Barev "
+		    "contact%s and the messages still queued for them. They "
+		    "cannot be brought back.",
+		    n, n == 1 ? "" : "s");
+		x = command_form(
+		    b, iq, cmd, "Unregister from the Barev gateway", text, &r);
+		add_field(x, "boolean", "confirm",
+		    "Delete my registration, contacts and queued messages",
+		    "0");
+		xsend(b, r);
+		return;
+	}
+	if (!form_true(form, "confirm")) {
+		command_done(b, iq, cmd, "info",
+		    "Nothing was deleted; you are still registered.");
 		return;
 	}
 	unregister(b, u);
@@ -1804,8 +1897,7 @@ gateway_presence(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 	}
 	if (strcmp(type, "subscribe") == 0) {
 		if (u == NULL) {
-			error_reply(b, st, "auth", "registration-required",
-			    "Register with the gateway first.");
+			refuse_unregistered(b, st, bare);
 			return;
 		}
 		xsend(b,
@@ -1882,8 +1974,7 @@ xmpp_to_contact(
 	if (u == NULL) {
 		if (strcmp(name, "message") == 0 ||
 		    (type != NULL && strcmp(type, "subscribe") == 0))
-			error_reply(b, st, "auth", "registration-required",
-			    "Register with the gateway first.");
+			refuse_unregistered(b, st, bare);
 		return 0;
 	}
 	if (strcmp(name, "presence") == 0)

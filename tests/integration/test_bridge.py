@@ -225,9 +225,36 @@ def registration(w):
         w.registered[(COMPONENT, "bob")] = "Bob"
 
     # Not allowed: mallory is in neither access.domains nor access.jids.
+    # She is not offered what she cannot have: the form, a contact, the
+    # gateway's presence and the Register command all say so, in the same
+    # words as a submission.
     mallory = w.user("mallory")
-    expect_error(mallory.iq(COMPONENT, register_query("Mallory"), "set"),
-                 "cancel", "not-allowed", "mallory registering")
+    refused = expect_error(mallory.iq(COMPONENT, register_query("Mallory"),
+                                      "set"),
+                           "cancel", "not-allowed", "mallory registering")[2]
+    if "localhost" not in refused:
+        soft.problems.append("the refusal does not say whom the gateway "
+                             "does not serve: %r" % refused)
+
+    def mallory_refused(got, what):
+        e = expect_error(got, "cancel", "not-allowed", what)
+        assert_eq(e[2], refused, "%s: the text" % what)
+    soft.check(lambda: mallory_refused(
+        mallory.iq(COMPONENT, '<query xmlns="%s"/>' % NS_REGISTER),
+        "mallory asking for the registration form"))
+    m = mallory.mark()
+    mallory.message(B.contact_jid(INKY), "hello?", mid="mal1")
+    soft.check(lambda: mallory_refused(
+        mallory.take(is_error(B.contact_jid(INKY), "message"), since=m),
+        "mallory writing to a contact"))
+    mallory.presence(to=COMPONENT, type="subscribe")
+    soft.check(lambda: mallory_refused(
+        mallory.take(is_error(COMPONENT, "presence"), since=m),
+        "mallory subscribing to the gateway"))
+    c = command(mallory, "register")
+    soft.check(assert_eq, (c.get("status"), note(c)),
+               ("completed", ("error", refused)),
+               "mallory's Register command, first step")
 
     # Not registered: carol (allowed) writes to and subscribes to a contact.
     carol = w.user("carol")
@@ -238,6 +265,13 @@ def registration(w):
     assert_eq(error_cond(e)[1], "registration-required",
               "carol's message, unregistered")
     assert_eq(error_cond(e)[0], "auth", "error type")
+    # She is told how: the command's name and the registration form.
+    text = error_cond(e)[2]
+    if '"Register"' not in text or "XEP-0077" not in text or \
+            COMPONENT not in text:
+        soft.problems.append("carol is not told how to register (the "
+                             "command \"Register\" or the XEP-0077 form "
+                             "of %s): %r" % (COMPONENT, text))
     carol.presence(to=inky, type="subscribe")
     e = carol.take(is_error(inky, "presence"), since=m)
     assert_eq(error_cond(e)[1], "registration-required",
@@ -1572,10 +1606,35 @@ def adhoc_commands(w):
     assert_eq(note(c)[0], "error", "own-address in shared mode")
     c = command(dora, "register", action="cancel")
     assert_eq(c.get("status"), "canceled", "cancel")
+    # Unregister asks first (a boolean in a form); no, or cancel, deletes
+    # nothing; yes deletes.
+    def dora_rows():
+        return (gw.db("SELECT count(*) FROM users WHERE jid = ?",
+                      ("dora@localhost",))[0][0],
+                gw.db("SELECT count(*) FROM contacts WHERE user_jid = ?",
+                      ("dora@localhost",))[0][0])
     c = command(dora, "unregister")
+    assert_eq(dora_rows(), (1, 1), "dora's rows after the first step of "
+              "unregister")
+    assert_eq(c.get("status"), "executing", "unregister asks first: %s"
+              % (note(c),))
+    x = c.find(q(NS_XDATA, "x"))
+    fields = {f.get("var"): f.get("type")
+              for f in x.findall(q(NS_XDATA, "field"))}
+    assert_eq(fields, {"confirm": "boolean"}, "unregister's form")
+    c2 = command(dora, "unregister", {"confirm": "false"},
+                 sid=c.get("sessionid"))
+    assert_eq((c2.get("status"), note(c2)[0]), ("completed", "info"),
+              "unregister, answered no")
+    assert_eq(dora_rows(), (1, 1), "dora's rows after saying no")
+    c = command(dora, "unregister")
+    c2 = command(dora, "unregister", action="cancel", sid=c.get("sessionid"))
+    assert_eq(c2.get("status"), "canceled", "unregister canceled")
+    assert_eq(dora_rows(), (1, 1), "dora's rows after cancel")
+    c = command(dora, "unregister")
+    c = command(dora, "unregister", {"confirm": "1"}, sid=c.get("sessionid"))
     assert_eq(note(c)[0], "info", "unregister")
-    assert_eq(gw.db("SELECT count(*) FROM users WHERE jid = ?",
-                    ("dora@localhost",)), [(0,)], "user after unregister")
+    assert_eq(dora_rows(), (0, 0), "dora's rows after unregister")
     gw.check_alive()
     soft.done()
 
