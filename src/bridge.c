@@ -51,6 +51,14 @@ const char *const bridge_features[] = {
 	NULL,
 };
 
+/* What the bridge carries between a user and a Barev peer. */
+const char *const bridge_contact_features[] = {
+	NS_CHATSTATES,
+	NS_RECEIPTS,
+	NS_XHTML_IM,
+	NULL,
+};
+
 /* A message written to a pipe, waiting for the proof it was read. */
 struct inflight {
 	int64_t id;
@@ -185,12 +193,55 @@ new_stanza(struct bridge *b, const char *name, const char *from, const char *to,
 	return st;
 }
 
+/*
+ * The JID user_jid knows who by (free it): the one they subscribed to or
+ * wrote to (the typeable form, say), or the canonical one. Their roster
+ * then has one entry for the contact, answered from the JID they typed.
+ */
+static char *
+contact_name(
+    struct bridge *b, const char *user_jid, const struct barev_jid *who)
+{
+	struct user *u = users_get(b->users, user_jid);
+	struct contact *c = u != NULL ? user_contact(u, who) : NULL;
+
+	if (c != NULL && c->jid != NULL)
+		return xstrdup(c->jid);
+	return contact_jid(b, who);
+}
+
+/* The contact is known as the bare JID `to` from now on. */
+static void
+contact_rename(struct bridge *b, struct contact *c, const char *to)
+{
+	char *canonical = contact_jid(b, &c->who), *bare;
+	const char *cause;
+
+	if (jid_bare(to, &bare, &cause) == -1)
+		bare = xstrdup(canonical);
+	free(c->jid);
+	c->jid = strcasecmp(bare, canonical) == 0 ? NULL : xstrdup(bare);
+	free(bare);
+	free(canonical);
+}
+
+/* Our presence to jid, with caps when available (XEP-0115). */
+static void
+gateway_presence_to(struct bridge *b, const char *jid, const char *type)
+{
+	xmpp_stanza_t *p = new_stanza(b, "presence", b->domain, jid, type);
+
+	if (type == NULL)
+		b->net.caps(b->net.caps_arg, SERVICE_GATEWAY, p);
+	xsend(b, p);
+}
+
 /* A chat message from contact who to a user; takes html (may be NULL). */
 static xmpp_stanza_t *
 chat_to_user(struct bridge *b, const struct barev_jid *who, const char *to,
     const char *body, xmpp_stanza_t *html)
 {
-	char *from = contact_jid(b, who), id[32];
+	char *from = contact_name(b, to, who), id[32];
 	xmpp_stanza_t *m = new_stanza(b, "message", from, to, "chat");
 
 	snprintf(id, sizeof(id), "bg-%lu", ++b->serial);
@@ -244,7 +295,7 @@ static void
 presence_from_contact(struct bridge *b, const struct barev_jid *who,
     const char *to, const char *type, const struct shown *shown)
 {
-	char *from = contact_jid(b, who);
+	char *from = contact_name(b, to, who);
 	xmpp_stanza_t *p = new_stanza(b, "presence", from, to, type);
 	static const char *const shows[] = { NULL, "away", "dnd" };
 	xmpp_stanza_t *nick;
@@ -255,6 +306,8 @@ presence_from_contact(struct bridge *b, const struct barev_jid *who,
 		if (shown->status != NULL)
 			stanza_add_text_child(p, "status", shown->status);
 	}
+	if (type == NULL)
+		b->net.caps(b->net.caps_arg, SERVICE_CONTACT, p);
 	if (type != NULL && strcmp(type, "subscribe") == 0) {
 		/* XEP-0172: the client can show the nick with its case. */
 		nick = stanza_add_child(p, "nick", NS_NICK);
@@ -353,6 +406,53 @@ refuse_stanza(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 	    "it. Your registration and contacts are kept until you unregister.",
 	    b->domain, at != NULL ? at + 1 : bare, bare);
 	error_reply(b, st, "cancel", "not-allowed", text);
+}
+
+/* Why bare may not register here, for the user: their domain, or them. */
+static void
+not_served(const struct bridge *b, const char *bare, char *buf, size_t len)
+{
+	const char *at = strchr(bare, '@'), *domain = at ? at + 1 : bare;
+	const char *jat;
+	size_t i;
+
+	for (i = 0; i < b->conf->access_jids.n; i++) {
+		jat = strchr(b->conf->access_jids.v[i], '@');
+		if (jat != NULL && strcasecmp(jat + 1, domain) == 0) {
+			snprintf(buf, len,
+			    "This gateway serves only some users of "
+			    "%s, and "
+			    "not %s; ask its operator.",
+			    domain, bare);
+			return;
+		}
+	}
+	snprintf(buf, len,
+	    "This gateway does not serve users of %s; ask its "
+	    "operator.",
+	    domain);
+}
+
+/* The answer to a user who is not registered: how to, or that they may not. */
+static void
+refuse_unregistered(struct bridge *b, xmpp_stanza_t *st, const char *bare)
+{
+	char text[512];
+
+	if (!access_ok(b, bare)) {
+		not_served(b, bare, text, sizeof(text));
+		error_reply(b, st, "cancel", "not-allowed", text);
+		return;
+	}
+	snprintf(text, sizeof(text),
+	    "You are not registered with the Barev gateway %s. "
+	    "Register with "
+	    "its ad-hoc command \"Register\", or with its registration "
+	    "form "
+	    "(XEP-0077; \"Register\" in your client's service "
+	    "discovery).",
+	    b->domain);
+	error_reply(b, st, "auth", "registration-required", text);
 }
 
 /* --- presence towards Barev ----------------------------------------- */
@@ -462,6 +562,8 @@ contact_save(struct bridge *b, struct user *u, struct contact *c)
 	sc.port = c->port;
 	sc.sub_to = c->sub_to;
 	sc.sub_from = c->sub_from;
+	if (c->jid != NULL)
+		snprintf(sc.jid, sizeof(sc.jid), "%s", c->jid);
 	if (store_contact_put(b->st, u->jid, &sc) == -1)
 		log_err("bridge: could not save contact of %s", u->jid);
 }
@@ -585,10 +687,10 @@ contact_drop(
 	free(cj);
 }
 
-/* Presence from a user to one of the contact JIDs. */
+/* Presence from a user to one of the contact JIDs (to). */
 static void
 presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
-    const char *bare, const struct barev_jid *who)
+    const char *bare, const struct barev_jid *who, const char *to)
 {
 	const char *type = xmpp_stanza_get_type(st);
 	const char *from = xmpp_stanza_get_from(st);
@@ -627,6 +729,8 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	}
 	if (strcmp(type, "subscribe") == 0) {
 		c = contact_accept(b, u, who);
+		/* Answered from the JID the user typed: one roster entry. */
+		contact_rename(b, c, to);
 		c->sub_to = 1;
 		contact_save(b, u, c);
 		presence_from_contact(b, who, bare, "subscribed", NULL);
@@ -638,6 +742,8 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	}
 	if (strcmp(type, "subscribed") == 0) {
 		c = contact_accept(b, u, who);
+		if (!c->sub_to)
+			contact_rename(b, c, to);
 		c->sub_from = 1;
 		contact_save(b, u, c);
 		if (c->seen.available)
@@ -762,7 +868,7 @@ chat_state_of(xmpp_stanza_t *msg)
 
 static void
 message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
-    const struct barev_jid *who)
+    const struct barev_jid *who, const char *to)
 {
 	const char *type = xmpp_stanza_get_type(st);
 	const char *state = chat_state_of(st);
@@ -778,6 +884,7 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 		/* Writing to an address is enough to make it a contact. */
 		batch_commit(b);
 		c = user_contact_add(u, who, 0);
+		contact_rename(b, c, to);
 		contact_save(b, u, c);
 	}
 	body = text_of(st, "body", NULL);
@@ -815,7 +922,8 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	batch_open(b);
 	if ((m.id = store_msg_add(b->st, &m)) == -1) {
 		error_reply(b, st, "wait", "internal-server-error",
-		    "The gateway could not store this message; it was not "
+		    "The gateway could not store this message; it was "
+		    "not "
 		    "sent.");
 		free(body);
 		free(xhtml);
@@ -998,7 +1106,8 @@ batch_commit(struct bridge *b)
 			flush_new(b, &a->m);
 		else
 			error_reply(b, a->st, "wait", "internal-server-error",
-			    "The gateway could not store this message; it was "
+			    "The gateway could not store this message; "
+			    "it was "
 			    "not sent.");
 		xmpp_stanza_release(a->st);
 		free(a->user_jid);
@@ -1081,7 +1190,7 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	r->msg_id = in->id;
 	/* A receipt only with proof that the peer read it. */
 	if (how == PIPE_CONFIRMED && in->receipt) {
-		r->from = contact_jid(b, &in->to);
+		r->from = contact_name(b, in->user_jid, &in->to);
 		r->to = xstrdup(in->sender);
 		r->id = xstrdup(in->stanza_id);
 	}
@@ -1102,7 +1211,8 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 static void
 undeliverable(struct bridge *b, const struct store_msg *m, const char *why)
 {
-	char *from = contact_jid(b, &m->to), text[512], who[BAREV_JID_STRLEN];
+	char *from = contact_name(b, m->user_jid, &m->to), text[512],
+	     who[BAREV_JID_STRLEN];
 	xmpp_stanza_t *e, *err;
 
 	snprintf(text, sizeof(text), "Not delivered to %s: %s.",
@@ -1182,10 +1292,20 @@ register_form(struct bridge *b, xmpp_stanza_t *iq, const char *bare)
 	char *local = xstrndup(bare, strcspn(bare, "@"));
 	const char *nick = u ? u->id.nick : local;
 	static const char words[] =
-	    "Choose the nickname your Barev contacts will see. Your Barev "
+	    "Choose the nickname your Barev contacts will see. Your "
+	    "Barev "
 	    "address will be that nickname at this gateway's Yggdrasil "
 	    "address.";
+	char text[512];
 
+	if (u == NULL && !access_ok(b, bare)) {
+		/* The same words as a submission would get. */
+		not_served(b, bare, text, sizeof(text));
+		error_reply(b, iq, "cancel", "not-allowed", text);
+		xmpp_stanza_release(r);
+		free(local);
+		return;
+	}
 	xmpp_stanza_set_from(r, b->domain);
 	q = stanza_add_child(r, "query", NS_REGISTER);
 	if (u != NULL)
@@ -1276,6 +1396,30 @@ own_address(struct bridge *b, const char *bare, struct in6_addr *out)
 	}
 }
 
+/*
+ * "port 1337" or "ports 1337 and 5299": where the gateway listens, which is
+ * what a user's Barev contacts dial (barev.default_port is the port the
+ * gateway dials them on).
+ */
+static void
+listen_ports(const struct bridge *b, char *buf, size_t len)
+{
+	const struct conf_listenlist *l = &b->conf->barev_listen;
+	unsigned short seen[64];
+	size_t i, j, n = 0, off;
+
+	for (i = 0; i < l->n && n < sizeof(seen) / sizeof(seen[0]); i++) {
+		for (j = 0; j < n && seen[j] != l->v[i].port; j++)
+			;
+		if (j == n)
+			seen[n++] = l->v[i].port;
+	}
+	off = (size_t)snprintf(buf, len, "port%s", n == 1 ? "" : "s");
+	for (i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%u",
+		    i == 0 ? " " : (i + 1 == n ? " and " : ", "), seen[i]);
+}
+
 /* Registers bare as nick; on success tells the user their address. */
 static int
 register_user(
@@ -1283,15 +1427,13 @@ register_user(
 {
 	struct user *u = users_get(b->users, bare);
 	struct barev_jid id;
-	char text[512], addr[BAREV_JID_STRLEN];
+	char text[768], addr[BAREV_JID_STRLEN], ports[256];
 	const char *cause;
 
 	why->type = "cancel";
 	if (!access_ok(b, bare)) {
 		why->condition = "not-allowed";
-		snprintf(why->text, sizeof(why->text),
-		    "This gateway serves "
-		    "other XMPP domains; ask its operator.");
+		not_served(b, bare, why->text, sizeof(why->text));
 		return -1;
 	}
 	if (b->conf->per_user ? !b->node.have_subnet : !b->node.have_addr) {
@@ -1342,12 +1484,16 @@ register_user(
 	    barev_jid_format(&id, addr));
 	/* XEP-0100: the gateway asks to see the user's presence. */
 	xsend(b, new_stanza(b, "presence", b->domain, bare, "subscribe"));
+	gateway_presence_to(b, bare, NULL);
+	listen_ports(b, ports, sizeof(ports));
 	snprintf(text, sizeof(text),
-	    "Welcome. Your Barev address is %s (port %d). Give it to the "
-	    "people you want to talk to on Barev; they add it as a contact. To "
-	    "add a Barev contact yourself, add nick@their-yggdrasil-address "
+	    "Welcome. Your Barev address is %s (%s). Give it to the "
+	    "people you want to talk to on Barev; they add it as a "
+	    "contact. To "
+	    "add a Barev contact yourself, add "
+	    "nick@their-yggdrasil-address "
 	    "through this gateway (%s).",
-	    addr, b->conf->barev_default_port, b->domain);
+	    addr, ports, b->domain);
 	tell_user(b, bare, text);
 	return 0;
 }
@@ -1363,7 +1509,8 @@ register_submit(
 	if (stanza_child(q, "remove", NULL) != NULL) {
 		if (u == NULL) {
 			error_reply(b, iq, "auth", "registration-required",
-			    "You are not registered with this gateway.");
+			    "You are not registered with this "
+			    "gateway.");
 			return;
 		}
 		unregister(b, u);
@@ -1372,7 +1519,8 @@ register_submit(
 	}
 	if ((nick = submitted_nick(q)) == NULL) {
 		error_reply(b, iq, "modify", "bad-request",
-		    "Send the nickname in <username/> or the form's username "
+		    "Send the nickname in <username/> or the form's "
+		    "username "
 		    "field.");
 		return;
 	}
@@ -1512,8 +1660,15 @@ cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 {
 	xmpp_stanza_t *x, *r;
 	struct refusal why;
-	char *nick, *local;
+	char *nick, *local, text[512];
 
+	if (form == NULL && users_get(b->users, bare) == NULL &&
+	    !access_ok(b, bare)) {
+		/* No form for someone who could never submit it. */
+		not_served(b, bare, text, sizeof(text));
+		command_done(b, iq, cmd, "error", text);
+		return;
+	}
 	if (form == NULL) {
 		local = xstrndup(bare, strcspn(bare, "@"));
 		x = command_form(b, iq, cmd, "Barev gateway registration",
@@ -1537,15 +1692,55 @@ cmd_register(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	free(nick);
 }
 
+/* Whether a submitted boolean field (XEP-0004) is true. */
+static int
+form_true(xmpp_stanza_t *form, const char *var)
+{
+	char *v = form_value(form, var);
+	int yes = v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+
+	free(v);
+	return yes;
+}
+
+/* Nothing is deleted before the user says yes to what goes. */
 static void
 cmd_unregister(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
     xmpp_stanza_t *form, const char *bare)
 {
 	struct user *u = users_get(b->users, bare);
+	xmpp_stanza_t *x, *r;
+	struct contact *c;
+	char text[256];
+	size_t n = 0;
 
 	if (u == NULL) {
 		command_done(b, iq, cmd, "error",
 		    "You are not registered with this gateway.");
+		return;
+	}
+	if (form == NULL) {
+		for (c = u->contacts; c != NULL; c = c->next)
+			n++;
+		snprintf(text, sizeof(text),
+		    "Unregistering deletes your Barev address, your "
+		    "%zu Barev "
+		    "contact%s and the messages still queued for them. "
+		    "They "
+		    "cannot be brought back.",
+		    n, n == 1 ? "" : "s");
+		x = command_form(
+		    b, iq, cmd, "Unregister from the Barev gateway", text, &r);
+		add_field(x, "boolean", "confirm",
+		    "Delete my registration, contacts and queued "
+		    "messages",
+		    "0");
+		xsend(b, r);
+		return;
+	}
+	if (!form_true(form, "confirm")) {
+		command_done(b, iq, cmd, "info",
+		    "Nothing was deleted; you are still registered.");
 		return;
 	}
 	unregister(b, u);
@@ -1559,15 +1754,16 @@ cmd_address(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
     xmpp_stanza_t *form, const char *bare)
 {
 	struct user *u = users_get(b->users, bare);
-	char addr[BAREV_JID_STRLEN], text[256];
+	char addr[BAREV_JID_STRLEN], text[512], ports[256];
 
 	if (u == NULL) {
 		command_done(b, iq, cmd, "error",
 		    "You are not registered with this gateway.");
 		return;
 	}
-	snprintf(text, sizeof(text), "Your Barev address is %s (port %d).",
-	    barev_jid_format(&u->id, addr), b->conf->barev_default_port);
+	listen_ports(b, ports, sizeof(ports));
+	snprintf(text, sizeof(text), "Your Barev address is %s (%s).",
+	    barev_jid_format(&u->id, addr), ports);
 	command_done(b, iq, cmd, "info", text);
 }
 
@@ -1591,13 +1787,12 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	}
 	if (form == NULL) {
 		x = command_form(b, iq, cmd, "A Barev contact's port",
-		    "Which port does your contact's Barev client listen on? "
+		    "Which port does your contact's Barev client "
+		    "listen on? "
 		    "Pidgin's plugin uses 1337.",
 		    &r);
 		add_field(x, "text-single", "contact",
-		    "Barev address "
-		    "(nick@ipv6)",
-		    NULL);
+		    "Barev address (nick@ipv6) or the contact's JID", NULL);
 		add_field(x, "text-single", "port", "Port", "1337");
 		xsend(b, r);
 		return;
@@ -1605,8 +1800,11 @@ cmd_contact_port(struct bridge *b, xmpp_stanza_t *iq, xmpp_stanza_t *cmd,
 	addr = form_value(form, "contact");
 	port = form_value(form, "port");
 	v = port ? strtol(port, &end, 10) : 0;
+	/* As the user knows it: a Barev address, or the JID in the roster. */
 	if (addr == NULL ||
-	    barev_jid_parse(addr, peer_flags(b), &who, &cause) == -1) {
+	    (barev_jid_parse(addr, peer_flags(b), &who, &cause) == -1 &&
+		gateway_jid_to_barev(
+		    addr, b->domain, peer_flags(b), &who, &cause) == -1)) {
 		snprintf(text, sizeof(text), "Not a Barev address: %s.",
 		    addr ? cause : "none given");
 		command_done(b, iq, cmd, "error", text);
@@ -1784,19 +1982,17 @@ gateway_presence(struct bridge *b, xmpp_stanza_t *st, const char *bare)
 		return;
 	}
 	if (strcmp(type, "subscribe") == 0) {
-		if (u != NULL)
-			xsend(b,
-			    new_stanza(
-				b, "presence", b->domain, bare, "subscribed"));
-		else
-			error_reply(b, st, "auth", "registration-required",
-			    "Register with the gateway first.");
+		if (u == NULL) {
+			refuse_unregistered(b, st, bare);
+			return;
+		}
+		xsend(b,
+		    new_stanza(b, "presence", b->domain, bare, "subscribed"));
+		gateway_presence_to(b, bare, NULL);
 		return;
 	}
 	if (strcmp(type, "probe") == 0 && u != NULL)
-		xsend(b,
-		    new_stanza(b, "presence", b->domain,
-			xmpp_stanza_get_from(st), NULL));
+		gateway_presence_to(b, xmpp_stanza_get_from(st), NULL);
 }
 
 static int
@@ -1853,7 +2049,8 @@ xmpp_to_contact(
 	    -1) {
 		snprintf(text, sizeof(text),
 		    "Not a Barev contact: %s. Contacts "
-		    "look like nick@yggdrasil-address; ask %s (XEP-0100) for "
+		    "look like nick@yggdrasil-address; ask %s "
+		    "(XEP-0100) for "
 		    "the JID of one.",
 		    cause, b->domain);
 		if (strcmp(name, "message") == 0 ||
@@ -1864,14 +2061,13 @@ xmpp_to_contact(
 	if (u == NULL) {
 		if (strcmp(name, "message") == 0 ||
 		    (type != NULL && strcmp(type, "subscribe") == 0))
-			error_reply(b, st, "auth", "registration-required",
-			    "Register with the gateway first.");
+			refuse_unregistered(b, st, bare);
 		return 0;
 	}
 	if (strcmp(name, "presence") == 0)
-		presence_to_contact(b, st, u, bare, &who);
+		presence_to_contact(b, st, u, bare, &who, to);
 	else if (strcmp(name, "message") == 0)
-		message_to_contact(b, st, u, &who);
+		message_to_contact(b, st, u, &who, to);
 	return 0;
 }
 
@@ -1913,6 +2109,7 @@ bridge_xmpp(struct bridge *b, xmpp_stanza_t *st)
 	return rc;
 }
 
+/* The gateway is back: it shows itself and asks for the user's presence. */
 static void
 probe_user(struct user *u, void *arg)
 {
@@ -1920,6 +2117,7 @@ probe_user(struct user *u, void *arg)
 
 	if (u->refused)
 		return;
+	gateway_presence_to(b, u->jid, NULL);
 	xsend(b, new_stanza(b, "presence", b->domain, u->jid, "probe"));
 }
 
@@ -2000,6 +2198,18 @@ forget_user(struct user *u, void *arg)
 		went_offline(b, u);
 }
 
+static void
+goodbye_user(struct user *u, void *arg)
+{
+	gateway_presence_to(arg, u->jid, "unavailable");
+}
+
+void
+bridge_shutdown(struct bridge *b)
+{
+	users_each(b->users, goodbye_user, b);
+}
+
 void
 bridge_link_down(struct bridge *b)
 {
@@ -2045,7 +2255,8 @@ on_stranger_timeout(evutil_socket_t fd, short what, void *arg)
 	struct user *u = users_get(b->users, s->user_jid);
 	char who[BAREV_JID_STRLEN];
 
-	log_info("bridge: request unanswered; closing the pipe user=%s peer=%s",
+	log_info("bridge: request unanswered; closing the pipe user=%s "
+		 "peer=%s",
 	    s->user_jid, barev_jid_format(&s->who, who));
 	if (u != NULL && user_contact(u, &s->who) == NULL)
 		b->net.unwant(b->net.barev_arg, &u->id, &s->who);
@@ -2299,8 +2510,10 @@ cb_refused(void *arg, const struct barev_jid *local,
 	human_duration(b->conf->message_lifetime, kept, sizeof(kept));
 	xasprintf(&text,
 	    "[barev-gateway] %s has not added you (%s) to their Barev "
-	    "contacts yet, so they cannot see you or read your messages. "
-	    "What you write is kept for up to %s and delivered once they "
+	    "contacts yet, so they cannot see you or read your "
+	    "messages. "
+	    "What you write is kept for up to %s and delivered once "
+	    "they "
 	    "add you. (A note from the gateway, not from %s.)",
 	    who, me, kept, c->who.nick);
 	m = chat_to_user(b, remote, u->jid, text, NULL);
@@ -2340,6 +2553,7 @@ load_contact(void *arg, const struct store_contact *sc)
 
 	c->sub_to = sc->sub_to;
 	c->sub_from = sc->sub_from;
+	c->jid = sc->jid[0] != '\0' ? xstrdup(sc->jid) : NULL;
 	return 0;
 }
 
@@ -2355,7 +2569,8 @@ load_user(void *arg, const struct store_user *su)
 	if ((l->u = users_add(l->b->users, su->jid, &id)) == NULL)
 		return 0;
 	if ((l->u->refused = !access_ok(l->b, su->jid)))
-		log_info("bridge: user jid=%s refused (not in access.*); data "
+		log_info("bridge: user jid=%s refused (not in "
+			 "access.*); data "
 			 "kept",
 		    su->jid);
 	return store_contacts_each(l->b->st, su->jid, load_contact, l) == -1;

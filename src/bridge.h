@@ -6,6 +6,7 @@
 #include <strophe.h>
 
 #include "barev.h"
+#include "service.h"
 
 struct conf;
 struct store;
@@ -27,8 +28,12 @@ struct bridge_net {
 	    uint64_t token);
 	int (*is_up)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote);
+	/* Appends the XEP-0115 caps of which to an available presence. */
+	void (*caps)(
+	    void *arg, enum service_entity which, xmpp_stanza_t *presence);
 	void *xmpp_arg;
 	void *barev_arg;
+	void *caps_arg;
 };
 
 /* Loads users and contacts from the store; NULL + *cause on failure. */
@@ -44,8 +49,12 @@ int bridge_xmpp(struct bridge *b, xmpp_stanza_t *stanza);
 void bridge_link_up(struct bridge *b);
 /* The link is down: users are offline towards Barev; messages to them wait. */
 void bridge_link_down(struct bridge *b);
+/* The gateway is stopping: registered users see it go offline. */
+void bridge_shutdown(struct bridge *b);
 /* Features the gateway JID offers because of the bridge (disco#info). */
 extern const char *const bridge_features[];
+/* Features a contact JID offers because the bridge carries them. */
+extern const char *const bridge_contact_features[];
 
 /* The engine's callbacks; their arg is the bridge. */
 extern const struct barev_cb bridge_barev_cb;

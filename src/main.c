@@ -182,6 +182,14 @@ reload(struct gateway *gw)
 	log_info("conf: reloaded %s", gw->conf_path);
 }
 
+static void
+net_caps(void *arg, enum service_entity which, xmpp_stanza_t *presence)
+{
+	struct gateway *gw = arg;
+
+	service_caps(gw->service, which, presence);
+}
+
 /* Both sides report here once they have closed. */
 static void
 stopped(void *arg)
@@ -210,6 +218,8 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	log_info(
 	    "main: exiting reason=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	gw->pending_stops = 2;
+	/* Before the link goes: the server must still take it. */
+	bridge_shutdown(gw->bridge);
 	barev_shutdown(gw->barev, stopped, gw);
 	component_shutdown(gw->link, stopped, gw);
 }
@@ -278,8 +288,8 @@ run(struct gateway *gw)
 	gw->link = component_new(gw->base, gw->conf, &link_cb, gw);
 	out.send = link_send;
 	out.arg = gw->link;
-	gw->service = service_new(
-	    gw->conf->component_jid, &out, bridge_features);
+	gw->service = service_new(gw->conf->component_jid, &out,
+	    bridge_features, bridge_contact_features);
 	net.xmpp_send = link_send;
 	net.xmpp_arg = gw->link;
 	net.want = net_want;
@@ -287,7 +297,9 @@ run(struct gateway *gw)
 	net.send = net_send;
 	net.send_chat = net_send_chat;
 	net.is_up = net_is_up;
+	net.caps = net_caps;
 	net.barev_arg = gw;
+	net.caps_arg = gw;
 	if ((gw->store = store_open(gw->conf->storage_path, &cause)) == NULL ||
 	    (gw->bridge = bridge_new(gw->base, component_ctx(gw->link),
 		 gw->conf, &gw->node, gw->store, &net, &cause)) == NULL ||

@@ -123,6 +123,12 @@ static const char *const migrations[] = {
 	 * (a sixth of their work) to serve a scan done once a minute.
 	 */
 	"DROP INDEX queue_expires;",
+	/*
+	 * 3: the JID the user knows a contact by, when it is not the canonical
+	 * one (the typeable form): the gateway speaks from it, so that the
+	 * user's roster holds one entry that leaves "subscription requested".
+	 */
+	"ALTER TABLE contacts ADD COLUMN jid TEXT;",
 };
 #define SCHEMA_VERSION ((int)nitems(migrations))
 
@@ -157,7 +163,7 @@ enum stmt {
 };
 
 #define USER_COLS "jid, nick, addr, created"
-#define CONTACT_COLS "nick, addr, port, sub_to, sub_from"
+#define CONTACT_COLS "nick, addr, port, sub_to, sub_from, jid"
 /*
  * The queue's state column (schema 1) is no longer read or written: what
  * a pipe has had is known in memory, and after a restart all is sent.
@@ -192,11 +198,12 @@ static const struct {
 
 	[S_CONTACT_PUT] = { "contact put",
 	    "INSERT INTO contacts (user_jid, nick, addr, port, sub_to, "
-	    "sub_from)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+	    "sub_from, jid)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
 	    " ON CONFLICT (user_jid, nick, addr) DO UPDATE SET"
 	    " nick = excluded.nick, port = excluded.port,"
-	    " sub_to = excluded.sub_to, sub_from = excluded.sub_from" },
+	    " sub_to = excluded.sub_to, sub_from = excluded.sub_from,"
+	    " jid = excluded.jid" },
 	[S_CONTACT_GET] = { "contact get",
 	    "SELECT " CONTACT_COLS " FROM contacts"
 	    " WHERE user_jid = ?1 AND nick = ?2 AND addr = ?3" },
@@ -707,12 +714,22 @@ read_user(sqlite3_stmt *s, void *ctx)
 static int
 read_contact(sqlite3_stmt *s, int i, struct store_contact *c)
 {
+	const char *jid;
+
 	memset(c, 0, sizeof(*c));
 	if (col_barev(s, i, &c->who) == -1)
 		return -1;
 	c->port = (unsigned short)sqlite3_column_int(s, i + 2);
 	c->sub_to = sqlite3_column_int(s, i + 3);
 	c->sub_from = sqlite3_column_int(s, i + 4);
+	jid = col_str(s, i + 5);
+	if (jid != NULL && strlen(jid) >= sizeof(c->jid)) {
+		log_err("store: a contact's JID is longer than %zu bytes",
+		    sizeof(c->jid) - 1);
+		return -1;
+	}
+	if (jid != NULL)
+		memcpy(c->jid, jid, strlen(jid) + 1);
 	return 0;
 }
 
@@ -964,7 +981,8 @@ store_contact_put(
 	    bind_barev(s, 2, &c->who) == -1 ||
 	    bind_int64(s, 4, c->port) == -1 ||
 	    bind_int64(s, 5, c->sub_to != 0) == -1 ||
-	    bind_int64(s, 6, c->sub_from != 0) == -1)
+	    bind_int64(s, 6, c->sub_from != 0) == -1 ||
+	    bind_text(s, 7, c->jid[0] != '\0' ? c->jid : NULL) == -1)
 		return bind_failed(st, S_CONTACT_PUT, s);
 	return run_change(st, S_CONTACT_PUT, s) == -1 ? -1 : 0;
 }

@@ -44,6 +44,8 @@ struct store_contact {
 	unsigned short port; /* 0: the default Barev port */
 	int sub_to; /* the user receives the contact's presence */
 	int sub_from; /* the contact may see the user's presence */
+	char jid[JID_MAX +
+	    1]; /* what the user calls it; "": the canonical JID */
 };
 
 /* Which way a queued message goes. */

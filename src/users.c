@@ -61,6 +61,7 @@ hidden_free(struct contact *c)
 static void
 contact_free(struct contact *c)
 {
+	free(c->jid);
 	shown_clear(&c->seen);
 	shown_clear(&c->told);
 	hidden_free(c);

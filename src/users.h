@@ -23,6 +23,7 @@ struct shown {
 
 struct contact {
 	struct barev_jid who;
+	char *jid; /* the XMPP JID the user knows it by; NULL: the canonical */
 	unsigned short port;
 	int sub_to; /* the user sees the contact's presence */
 	int sub_from; /* the contact may see the user's presence */

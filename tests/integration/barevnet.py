@@ -41,7 +41,7 @@ NON_YGG = "fd00::5"      # outside 200::/7
 
 
 def peer_addr(i):
-    """Address of raw peer number i (1..16)."""
+    """Address of raw peer number i (1..32)."""
     return "201:bbbb::%x" % i
 
 
@@ -50,7 +50,7 @@ def mass_addr(i):
     return "201:cccc::%x" % i
 
 
-ADDRESSES = ([GW, GW2, NON_YGG] + [peer_addr(i) for i in range(1, 17)]
+ADDRESSES = ([GW, GW2, NON_YGG] + [peer_addr(i) for i in range(1, 33)]
              + [mass_addr(i) for i in range(1, 51)])
 
 ENV_NS = "BAREVNET_NS"

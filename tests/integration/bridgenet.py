@@ -180,7 +180,7 @@ REFUSED_REDIAL_MIN = 3.0
 REFUSED_REDIAL_MAX = 6.0
 
 
-def gateway_conf(srv, statedir, listen_port, component=COMPONENT,
+def gateway_conf(srv, statedir, listen_ports, component=COMPONENT,
                  address=GW, lifetime=604800, request_timeout=4.0,
                  ping_timeout=3.0, allowed=()):
     port = (srv.component_port2 if component == COMPONENT2
@@ -197,7 +197,7 @@ component = {{
 }};
 barev = {{
   address = "{address}";
-  listen = [ "[{address}]:{lport}" ];
+  listen = [ {listen} ];
   default_port = {pport};
   ping_interval = 30.0;
   ping_timeout = {ping_timeout!r};
@@ -224,7 +224,8 @@ access = {{
   jids = [ {jids} ];
 }};
 """.format(component=component, secret=srv.secret, host=srv.host,
-           port=port, address=address, lport=listen_port,
+           port=port, address=address,
+           listen=", ".join('"[%s]:%d"' % (address, p) for p in listen_ports),
            pport=PEER_PORT, ping_timeout=float(ping_timeout),
            request_timeout=float(request_timeout), statedir=statedir,
            refused_min=REFUSED_REDIAL_MIN, refused_max=REFUSED_REDIAL_MAX,
@@ -270,10 +271,13 @@ class GatewayRun:
         self.statedir = os.path.join(world_dir, name + "-state")
         os.makedirs(self.statedir, exist_ok=True)
         self.db_path = os.path.join(self.statedir, "state.db")
+        # Two ports, as the README recommends (1337 and 5299 in real life).
         self.listen_port = bn.port()
+        self.listen_port2 = bn.port()
         self.component = conf.get("component", COMPONENT)
         self.conf_text = (conf_text(self.statedir) if conf_text else
-                          gateway_conf(srv, self.statedir, self.listen_port,
+                          gateway_conf(srv, self.statedir,
+                                       (self.listen_port, self.listen_port2),
                                        **conf))
         self.world_dir = world_dir
         self.gw = None

@@ -14,7 +14,9 @@ TEST_ONLY=REGEX runs only the matching scenarios (e.g. "prosody: " or
 TEST_TIMES=1 prints durations.
 """
 
+import base64
 import calendar
+import hashlib
 import os
 import re
 import shutil
@@ -53,8 +55,9 @@ PIP_NICK, PIP_I = "Pip", 8              # RefPeer: ping_interval on SIGHUP
 QUINN_NICK, QUINN_I = "Quinn", 7        # raw stranger: request_timeout on SIGHUP
 ERIN_B = B.barev_of("Erin")
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
-TAM_NICK, TAM_I = "Tam", 12            # plugin 2.x: has not added alice
-NELL_NICK, NELL_I = "Nell", 13         # plugin 2.x: a burst, a call
+TAM_NICK, TAM_I = "Tam", 17            # plugin 2.x: has not added alice
+NELL_NICK, NELL_I = "Nell", 18         # plugin 2.x: a burst, a call
+TINY_NICK, TINY_I = "tiny", 19         # raw peer: added by the typeable JID
 
 EXPIRY_LIFETIME = 2.0
 EXPIRY_CHECK_EVERY = 60.0   # the gateway looks for expired messages this often
@@ -166,6 +169,7 @@ def expiry_check(w):
 def registration(w):
     gw = w.gateway()
     alice = w.user("alice")
+    soft = B.Soft()
     # The form (XEP-0077 with XEP-0004).
     r = ok_result(alice.iq(COMPONENT, '<query xmlns="%s"/>' % NS_REGISTER),
                   "form")
@@ -197,6 +201,13 @@ def registration(w):
                                  "Barev address %s: %s" % (ALICE_B,
                                                            show(welcome)))
         assert_eq(welcome.get("type"), "chat", "welcome type")
+        # Where Barev contacts reach her: the listen ports, not the port
+        # the gateway dials contacts on (barev.default_port).
+        want = "ports %d and %d" % (gw.listen_port, gw.listen_port2)
+        if want not in body_of(welcome) or \
+                ("port %d" % B.PEER_PORT) in body_of(welcome):
+            soft.problems.append("the welcome message must give the listen "
+                                 "ports (%s): %s" % (want, show(welcome)))
         gw.wait_log(r"bridge: registered jid=alice@localhost "
                     r"barev=Alice@200:aaaa::1")
     r = ok_result(alice.iq(COMPONENT, '<query xmlns="%s"/>' % NS_REGISTER),
@@ -225,9 +236,36 @@ def registration(w):
         w.registered[(COMPONENT, "bob")] = "Bob"
 
     # Not allowed: mallory is in neither access.domains nor access.jids.
+    # She is not offered what she cannot have: the form, a contact, the
+    # gateway's presence and the Register command all say so, in the same
+    # words as a submission.
     mallory = w.user("mallory")
-    expect_error(mallory.iq(COMPONENT, register_query("Mallory"), "set"),
-                 "cancel", "not-allowed", "mallory registering")
+    refused = expect_error(mallory.iq(COMPONENT, register_query("Mallory"),
+                                      "set"),
+                           "cancel", "not-allowed", "mallory registering")[2]
+    if "localhost" not in refused:
+        soft.problems.append("the refusal does not say whom the gateway "
+                             "does not serve: %r" % refused)
+
+    def mallory_refused(got, what):
+        e = expect_error(got, "cancel", "not-allowed", what)
+        assert_eq(e[2], refused, "%s: the text" % what)
+    soft.check(lambda: mallory_refused(
+        mallory.iq(COMPONENT, '<query xmlns="%s"/>' % NS_REGISTER),
+        "mallory asking for the registration form"))
+    m = mallory.mark()
+    mallory.message(B.contact_jid(INKY), "hello?", mid="mal1")
+    soft.check(lambda: mallory_refused(
+        mallory.take(is_error(B.contact_jid(INKY), "message"), since=m),
+        "mallory writing to a contact"))
+    mallory.presence(to=COMPONENT, type="subscribe")
+    soft.check(lambda: mallory_refused(
+        mallory.take(is_error(COMPONENT, "presence"), since=m),
+        "mallory subscribing to the gateway"))
+    c = command(mallory, "register")
+    soft.check(assert_eq, (c.get("status"), note(c)),
+               ("completed", ("error", refused)),
+               "mallory's Register command, first step")
 
     # Not registered: carol (allowed) writes to and subscribes to a contact.
     carol = w.user("carol")
@@ -238,6 +276,13 @@ def registration(w):
     assert_eq(error_cond(e)[1], "registration-required",
               "carol's message, unregistered")
     assert_eq(error_cond(e)[0], "auth", "error type")
+    # She is told how: the command's name and the registration form.
+    text = error_cond(e)[2]
+    if '"Register"' not in text or "XEP-0077" not in text or \
+            COMPONENT not in text:
+        soft.problems.append("carol is not told how to register (the "
+                             "command \"Register\" or the XEP-0077 form "
+                             "of %s): %r" % (COMPONENT, text))
     carol.presence(to=inky, type="subscribe")
     e = carol.take(is_error(inky, "presence"), since=m)
     assert_eq(error_cond(e)[1], "registration-required",
@@ -249,6 +294,7 @@ def registration(w):
     w.drop_user("carol")
     w.drop_user("mallory")
     gw.check_alive()
+    soft.done()
 
 
 def gateway_prompt(w):
@@ -531,6 +577,146 @@ def messages(w):
     gw.check_alive()
 
 
+# ---------------------------------------------------------------------------
+# Discovery: answers from the JID asked, XEP-0115 caps, vCard, time.
+
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_VERSION = "jabber:iq:version"
+NS_TIME = "urn:xmpp:time"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
+
+
+def caps_ver(query):
+    """XEP-0115 5.1: the ver of a disco#info <query/> (no forms allowed:
+    the gateway sends none, and this check would have to hash them)."""
+    if query.find(q(NS_XDATA, "x")) is not None:
+        raise AssertionError("disco#info with a data form: %s" % show(query))
+    idents = sorted((i.get("category", ""), i.get("type", ""),
+                     i.get("{%s}lang" % NS_XML, ""), i.get("name", ""))
+                    for i in query.findall(q(NS_DISCO_INFO, "identity")))
+    feats = sorted(f.get("var") for f in query.findall(q(NS_DISCO_INFO,
+                                                           "feature")))
+    if not idents or len(set(feats)) != len(feats):
+        raise AssertionError("disco#info needs an identity and distinct "
+                             "features: %s" % show(query))
+    text = "".join("%s/%s/%s/%s<" % i for i in idents) + \
+        "".join("%s<" % f for f in feats)
+    return base64.b64encode(hashlib.sha1(text.encode("utf-8")).digest()) \
+        .decode("ascii")
+
+
+def check_caps(u, jid, pres, what):
+    """pres (from jid) carries caps whose ver is the hash of what jid
+    answers to disco#info at node#ver, from jid itself. Returns the
+    features."""
+    c = pres.find(q(NS_CAPS, "c"))
+    if c is None or c.get("hash") != "sha-1" or not c.get("node") or \
+            not c.get("ver"):
+        raise AssertionError("%s: presence without XEP-0115 caps: %s"
+                             % (what, show(pres)))
+    node = "%s#%s" % (c.get("node"), c.get("ver"))
+    r = ok_result(u.iq(jid, '<query xmlns="%s" node="%s"/>'
+                       % (NS_DISCO_INFO, B.xml_escape(node)), timeout=3),
+                  "%s: disco#info at %s" % (what, node))
+    if not B.jid_eq(r.get("from"), jid):
+        raise AssertionError("%s: disco#info answered from %s"
+                             % (what, r.get("from")))
+    qe = r.find(q(NS_DISCO_INFO, "query"))
+    assert_eq(qe.get("node"), node, "%s: node of the answer" % what)
+    assert_eq(caps_ver(qe), c.get("ver"), "%s: caps ver recomputed from "
+              "the disco#info answer" % what)
+    return set(f.get("var") for f in qe.findall(q(NS_DISCO_INFO, "feature")))
+
+
+def answered_from(u, jid, payload, what, soft):
+    """u's iq get to jid is answered (result or error) from jid."""
+    try:
+        r = u.iq(jid, payload, timeout=3)
+    except AssertionError as e:
+        soft.problems.append("%s: no answer from %s (a client drops an "
+                             "answer from another JID): %s" % (what, jid, e))
+        return None
+    if not B.jid_eq(r.get("from"), jid):
+        soft.problems.append("%s: answered from %s, not %s: %s"
+                             % (what, r.get("from"), jid, show(r)))
+    return r
+
+
+def discovery(w):
+    gw = w.gateway()
+    alice, pipe = inky_pipe(w)
+    cj = B.contact_jid(INKY)
+    soft = B.Soft()
+    # A contact: its presence carries the caps of what the gateway answers
+    # for it; every iq to it is answered from it.
+    m = alice.mark()
+    pipe.send(b"<presence><show>away</show></presence>")
+    p = alice.take(is_pres(cj, None), since=m)
+    pipe.send(b"<presence/>")
+    alice.take(is_pres(cj, None), since=m)
+    feats = soft.check(check_caps, alice, cj, p, "Inky")
+    if feats is not None and not {NS_CHATSTATES, NS_RECEIPTS} <= feats:
+        soft.problems.append("Inky's features lack chat states or receipts: "
+                             "%s" % sorted(feats))
+    for name, payload in (
+            ("disco#info", '<query xmlns="%s"/>' % NS_DISCO_INFO),
+            ("version", '<query xmlns="%s"/>' % NS_VERSION),
+            ("ping", '<ping xmlns="%s"/>' % B.NS_PING),
+            ("time", '<time xmlns="%s"/>' % NS_TIME),
+            ("vCard", '<vCard xmlns="%s"/>' % NS_VCARD)):
+        answered_from(alice, cj, payload, "%s to Inky" % name, soft)
+
+    # The gateway: presence with caps to a resource that logs in (its
+    # server probes the gateway), vCard, time.
+    second = w.user("alice", "caps")
+    p = soft.check(second.take, is_pres(COMPONENT, None), 3,
+                   what="the gateway's presence at login")
+    if p is not None:
+        feats = soft.check(check_caps, second, COMPONENT, p, "the gateway")
+        if feats is not None and not {B.NS_PING, NS_TIME, NS_VCARD,
+                                      NS_VERSION, NS_REGISTER} <= feats:
+            soft.problems.append("the gateway's features lack ping, time, "
+                                 "vCard, version or register: %s"
+                                 % sorted(feats))
+    w.drop_user("alice", "caps")
+    r = answered_from(alice, COMPONENT, '<vCard xmlns="%s"/>' % NS_VCARD,
+                      "the gateway's vCard", soft)
+    if r is not None:
+        v = r.find(q(NS_VCARD, "vCard"))
+        if r.get("type") != "result" or v is None or \
+                not B.child_text(v, NS_VCARD, "FN") or \
+                not B.child_text(v, NS_VCARD, "DESC"):
+            soft.problems.append("the gateway's vCard needs FN and DESC: %s"
+                                 % show(r))
+    r = answered_from(alice, COMPONENT, '<time xmlns="%s"/>' % NS_TIME,
+                      "the gateway's time", soft)
+    if r is not None:
+        t = r.find(q(NS_TIME, "time"))
+        utc = B.child_text(t, NS_TIME, "utc") if t is not None else None
+        tzo = B.child_text(t, NS_TIME, "tzo") if t is not None else None
+        try:
+            when = calendar.timegm(time.strptime(utc, "%Y-%m-%dT%H:%M:%SZ"))
+            if abs(when - time.time()) > 5 or \
+                    not re.match(r"^([+-]\d\d:\d\d|Z)$", tzo):
+                raise ValueError("off")
+        except (TypeError, ValueError):
+            soft.problems.append("the gateway's time needs utc (now) and "
+                                 "tzo: %s" % show(r))
+
+    # Stopping: unavailable from the gateway; starting: available again.
+    m = alice.mark()
+    gw.restart()
+    soft.check(alice.take, is_pres(COMPONENT, "unavailable"), since=m,
+               what="the gateway's unavailable when it stops")
+    soft.check(alice.take, is_pres(COMPONENT, None), since=m,
+               what="the gateway's presence when its link comes up")
+    pipe.wait_end(5)
+    w.state.pop("inky_pipe", None)
+    gw.check_alive()
+    soft.done()
+
+
 def receipts(w):
     gw = w.gateway()
     alice, pipe = inky_pipe(w)
@@ -660,6 +846,73 @@ def unsubscribe(w):
     gw.check_alive()
 
 
+def typeable_contact(w):
+    """alice adds tiny by the typeable JID (nick%addr-with-dashes): her
+    roster ends with one entry, subscription both and nothing pending, and
+    the gateway speaks from that JID; Set a contact's port takes it."""
+    gw = w.gateway()
+    alice = w.registered_user("alice", "Alice")
+    alice.presence()
+    peer = w.raw_peer(TINY_I, TINY_NICK)
+    tj = B.typeable_jid(peer.jid)
+    m = alice.mark()
+    alice.presence(to=tj, type="subscribe")
+    soft = B.Soft()
+    soft.check(alice.take, is_pres(tj, "subscribed"), since=m,
+               what="subscribed from the typed JID %s" % tj)
+    s = soft.check(alice.take, is_pres(tj, "subscribe"), since=m,
+                   what="subscribe from the typed JID %s" % tj)
+    if s is not None:
+        alice.presence(to=tj, type="subscribed")
+    pipe = peer.expect_dial(ALICE_B)
+    soft.check(alice.take, is_pres(tj, None), since=m,
+               what="tiny's presence from the typed JID")
+    # The server's roster: one entry for tiny, both ways, nothing asked.
+    soft.check(roster_item, alice, tj, ("both",))
+    r = alice.iq(alice.bare, '<query xmlns="jabber:iq:roster"/>')
+    items = [it for it in r.iter("{jabber:iq:roster}item")
+             if TINY_NICK in (it.get("jid") or "").lower()]
+    if len(items) != 1 or not B.jid_eq(items[0].get("jid"), tj) or \
+            items[0].get("subscription") != "both" or items[0].get("ask"):
+        soft.problems.append("alice's roster must hold tiny once, as %s, "
+                             "subscription both, nothing pending: %s"
+                             % (tj, [show(i) for i in items]))
+    if soft.problems:
+        soft.done()   # the rest needs a working subscription
+    m = alice.mark()
+    pipe.send(b'<message type="chat"><body>typed to you</body></message>')
+    soft.check(alice.take, is_msg(tj, "typed to you"), since=m,
+               what="tiny's message from the typed JID")
+    alice.message(tj, "and back", mid="t1")
+    pipe.wait_msg("and back")
+    # Set a contact's port: the JID as it stands in the roster.
+    c = command(alice, "contact-port", {"contact": tj, "port": "1339"})
+    soft.check(assert_eq, note(c)[0], "info", "contact-port by the typed "
+               "JID: %r" % (note(c),))
+    rows = gw.db("SELECT port FROM contacts WHERE user_jid = ? AND nick = ?",
+                 ("alice@localhost", TINY_NICK))
+    soft.check(assert_eq, rows, [(1339,)], "tiny's stored port")
+    # And back to where the peer listens, by the canonical JID.
+    c = command(alice, "contact-port", {"contact": peer.cjid,
+                                        "port": str(B.PEER_PORT)})
+    soft.check(assert_eq, note(c)[0], "info", "contact-port by the "
+               "canonical JID: %r" % (note(c),))
+    # The name survives a restart.
+    gw.restart()
+    pipe.wait_end(5)
+    m = alice.mark()
+    pipe = peer.expect_dial(ALICE_B)
+    soft.check(alice.take, is_pres(tj, None), since=m,
+               what="tiny's presence from the typed JID after a restart")
+    # Clean up: alice drops tiny.
+    alice.presence(to=tj, type="unsubscribe")
+    pipe.wait(b_is_pres("unavailable"))
+    pipe.wait_end(5)
+    roster_item(alice, tj, ("none", None))
+    gw.check_alive()
+    soft.done()
+
+
 # ---------------------------------------------------------------------------
 
 def strangers(w):
@@ -680,7 +933,9 @@ def strangers(w):
         raise AssertionError("the stranger's pipe was closed while alice is "
                              "asked")
     m2 = alice.mark()
-    p2 = sid.dial(ALICE_B, gw.listen_port)   # replaces p1
+    # replaces p1; on the second listen port (a realloc of the listeners
+    # once freed the first's while it was in use)
+    p2 = sid.dial(ALICE_B, gw.listen_port2)
     t_dial = time.monotonic()
     alice.expect_none(is_pres(sid.cjid, "subscribe"), 1.5, since=m2,
                       what="a second request within request_interval")
@@ -1463,11 +1718,21 @@ def adhoc_commands(w):
     assert_eq((c.get("status"), note(c)[0]), ("completed", "info"),
               "register step 2")
     dora.take(is_msg(COMPONENT), since=m, what="the welcome message")
+    soft = B.Soft()
+    # The gateway shows itself to a user who registers (XEP-0115 caps).
+    p = soft.check(dora.take, is_pres(COMPONENT, None), since=m,
+                   what="the gateway's presence after registering")
+    if p is not None:
+        soft.check(check_caps, dora, COMPONENT, p, "the gateway")
     assert_eq(gw.db("SELECT nick FROM users WHERE jid = ?",
                     ("dora@localhost",)), [("Dora",)], "stored user")
     c = command(dora, "address")
     if "Dora@%s" % B.GW not in note(c)[1]:
         raise AssertionError("address note: %r" % (note(c),))
+    want = "ports %d and %d" % (gw.listen_port, gw.listen_port2)
+    if want not in note(c)[1]:
+        soft.problems.append("My Barev address must give the listen ports "
+                             "(%s): %r" % (want, note(c)[1]))
     # A contact's port.
     inky = INKY
     c = command(dora, "contact-port", {"contact": inky, "port": "1337"})
@@ -1481,15 +1746,49 @@ def adhoc_commands(w):
     assert_eq(note(c)[0], "info", "contact-port")
     assert_eq(gw.db("SELECT port FROM contacts WHERE user_jid = ?",
                     ("dora@localhost",)), [(1337,)], "stored port")
+    # The contact's JID exactly as the roster shows it.
+    c = command(dora, "contact-port", {"contact": B.contact_jid(inky),
+                                       "port": "1338"})
+    soft.check(assert_eq, note(c)[0], "info", "contact-port by JID: %r"
+               % (note(c),))
+    soft.check(assert_eq, gw.db("SELECT port FROM contacts WHERE user_jid "
+                                "= ?", ("dora@localhost",)), [(1338,)],
+               "port set by the contact's JID")
     c = command(dora, "own-address")
     assert_eq(note(c)[0], "error", "own-address in shared mode")
     c = command(dora, "register", action="cancel")
     assert_eq(c.get("status"), "canceled", "cancel")
+    # Unregister asks first (a boolean in a form); no, or cancel, deletes
+    # nothing; yes deletes.
+    def dora_rows():
+        return (gw.db("SELECT count(*) FROM users WHERE jid = ?",
+                      ("dora@localhost",))[0][0],
+                gw.db("SELECT count(*) FROM contacts WHERE user_jid = ?",
+                      ("dora@localhost",))[0][0])
     c = command(dora, "unregister")
+    assert_eq(dora_rows(), (1, 1), "dora's rows after the first step of "
+              "unregister")
+    assert_eq(c.get("status"), "executing", "unregister asks first: %s"
+              % (note(c),))
+    x = c.find(q(NS_XDATA, "x"))
+    fields = {f.get("var"): f.get("type")
+              for f in x.findall(q(NS_XDATA, "field"))}
+    assert_eq(fields, {"confirm": "boolean"}, "unregister's form")
+    c2 = command(dora, "unregister", {"confirm": "false"},
+                 sid=c.get("sessionid"))
+    assert_eq((c2.get("status"), note(c2)[0]), ("completed", "info"),
+              "unregister, answered no")
+    assert_eq(dora_rows(), (1, 1), "dora's rows after saying no")
+    c = command(dora, "unregister")
+    c2 = command(dora, "unregister", action="cancel", sid=c.get("sessionid"))
+    assert_eq(c2.get("status"), "canceled", "unregister canceled")
+    assert_eq(dora_rows(), (1, 1), "dora's rows after cancel")
+    c = command(dora, "unregister")
+    c = command(dora, "unregister", {"confirm": "1"}, sid=c.get("sessionid"))
     assert_eq(note(c)[0], "info", "unregister")
-    assert_eq(gw.db("SELECT count(*) FROM users WHERE jid = ?",
-                    ("dora@localhost",)), [(0,)], "user after unregister")
+    assert_eq(dora_rows(), (0, 0), "dora's rows after unregister")
     gw.check_alive()
+    soft.done()
 
 
 # ---------------------------------------------------------------------------
@@ -1783,9 +2082,13 @@ SCENARIOS = [
     ("offline user: Barev message kept by the server, pipe reused",
      offline_delivery),
     ("messages both ways: escaping, chat states, XHTML-IM, vCard", messages),
+    ("discovery: answers from the JID asked, caps, vCard, time, presence",
+     discovery),
     ("receipts only after the peer's answer", receipts),
     ("typing: composing repeated, paused", typing),
     ("unsubscribe removes the contact and closes the pipe", unsubscribe),
+    ("a contact added by its typeable JID: one roster entry",
+     typeable_contact),
     ("strangers: accept, refuse, timeout, stored request", strangers),
     ("two users share one contact; inbound routed by `to`", shared_contact),
     ("unregister removes everything", unregister),

@@ -370,8 +370,8 @@ test_open_create(void **state)
 	open_ok(fx);
 	assert_int_equal(stat(fx->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	assert_int_equal(store_schema_version(), 2);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
+	assert_int_equal(store_schema_version(), 3);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 3);
 	assert_int_equal(
 	    raw_int(fx->path, "PRAGMA application_id"), 0x42617276);
 	raw_text(fx->path, "PRAGMA journal_mode", mode, sizeof(mode));
@@ -387,7 +387,7 @@ test_open_create(void **state)
 
 	/* Opening again changes nothing. */
 	reopen(fx);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 3);
 	store_close(NULL);
 }
 
@@ -519,7 +519,7 @@ test_empty_file_migrates(void **state)
 
 	write_file(fx->path, "");
 	open_ok(fx);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 3);
 	add_user(fx->st, ROMEO, "Inky");
 	assert_int_equal(store_user_get(fx->st, ROMEO, &u), 0);
 }
@@ -534,17 +534,17 @@ test_newer_version_refused(void **state)
 	add_user(fx->st, ROMEO, "Inky");
 	store_close(fx->st);
 	fx->st = NULL;
-	raw_exec(fx->path, "PRAGMA user_version = 3");
+	raw_exec(fx->path, "PRAGMA user_version = 4");
 
 	cause = open_bad(fx);
 	snprintf(want, sizeof(want),
-	    "%s: schema version 3 is newer than the 2 "
+	    "%s: schema version 4 is newer than the 3 "
 	    "this barev-gateway knows; run a newer barev-gateway",
 	    fx->path);
 	assert_string_equal(cause, want);
 	free(cause);
 	/* Refused untouched: the version and the data are still there. */
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 4);
 	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM users"), 1);
 }
 
@@ -1151,15 +1151,57 @@ test_migration_2_drops_the_expiry_index(void **state)
 	fx->st = NULL;
 	raw_exec(fx->path,
 	    "CREATE INDEX queue_expires ON queue (expires) WHERE expires > 0;"
+	    "ALTER TABLE contacts DROP COLUMN jid;"
 	    "PRAGMA user_version = 1");
 	assert_int_equal(raw_int(fx->path, idx), 1);
 	open_ok(fx);
-	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 2);
+	assert_int_equal(
+	    raw_int(fx->path, "PRAGMA user_version"), store_schema_version());
 	assert_int_equal(raw_int(fx->path, idx), 0);
 	assert_int_equal(
 	    store_msg_each_for(fx->st, ROMEO, &pinky, got_msg, &gs), 0);
 	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].body, "kept");
+}
+
+/*
+ * The JID a user knows a contact by is kept (empty: the canonical one),
+ * and a version 2 file's contacts come through migration 3 without one.
+ */
+static void
+test_contact_jid(void **state)
+{
+	struct fx *fx = *state;
+	struct barev_jid tiny = B("tiny@201:bbbb::c");
+	struct barev_jid inky = B("Inky@201:bbbb::1");
+	struct store_contact c;
+	static const char typed[] = "tiny%201-bbbb--c@barev.example.org";
+
+	open_ok(fx);
+	add_user(fx->st, ROMEO, "romeo");
+	memset(&c, 0, sizeof(c));
+	c.who = tiny;
+	snprintf(c.jid, sizeof(c.jid), "%s", typed);
+	assert_int_equal(store_contact_put(fx->st, ROMEO, &c), 0);
+	put_contact(fx->st, ROMEO, "Inky@201:bbbb::1", 0, 1, 1);
+	reopen(fx);
+	assert_int_equal(store_contact_get(fx->st, ROMEO, &tiny, &c), 0);
+	assert_string_equal(c.jid, typed);
+	assert_int_equal(store_contact_get(fx->st, ROMEO, &inky, &c), 0);
+	assert_string_equal(c.jid, "");
+
+	/* Back to version 2: the column goes, and migration 3 brings it. */
+	store_close(fx->st);
+	fx->st = NULL;
+	raw_exec(fx->path,
+	    "ALTER TABLE contacts DROP COLUMN jid; PRAGMA user_version = 2");
+	open_ok(fx);
+	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), 3);
+	assert_int_equal(store_contact_get(fx->st, ROMEO, &inky, &c), 0);
+	assert_string_equal(c.jid, "");
+	assert_int_equal(c.sub_to, 1);
+	assert_int_equal(store_contact_get(fx->st, ROMEO, &tiny, &c), 0);
+	assert_string_equal(c.jid, "");
 }
 
 static off_t
@@ -1241,6 +1283,8 @@ main(void)
 		    test_checkpoint_in_the_background, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_migration_2_drops_the_expiry_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_contact_jid, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
