@@ -239,6 +239,17 @@ on_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 	enum link_state was = c->state;
 
 	if (event == XMPP_CONN_CONNECT) {
+		/*
+		 * A handshake answered after SIGTERM: our stream end is
+		 * already on its way, so the link stays stopping until the
+		 * server closes or the stop deadline passes.
+		 */
+		if (c->state == LINK_STOPPING) {
+			log_debug(
+			    "component: handshake answered while stopping; "
+			    "staying down");
+			return;
+		}
 		set_state(c, LINK_UP);
 		c->up_since = time(NULL);
 		xmpp_handler_delete(conn, on_stanza);
