@@ -363,6 +363,38 @@ def sigterm_handshake_pending(world):
         proxy.kill_now()
 
 
+def burst_one_write(world):
+    """What one loop pass sends to the server goes in one write: N pings
+    that reach the gateway in one read are answered in one TCP segment,
+    not N (Prosody keeps Nagle on and forwards each write of ours on its
+    own, so that the next waits for the receiver's delayed ACK)."""
+    n = 16
+    srv = world.server()
+    proxy = Proxy(srv)
+    gw = h.Gateway(world.dir, proxy, name="gateway-burst")
+    try:
+        gw.start()
+        gw.wait_log(LINK_UP % (re.escape(srv.component_domain),
+                               proxy.component_port), 10)
+        user = world.client()
+        assert_result(user.ping(GW))  # routes are warm
+        time.sleep(0.3)
+        proxy.gather(n)
+        before = proxy.gateway_data_segments()
+        replies = pings_at_once(user, GW, n)
+        assert proxy.gathered.is_set(), "the proxy did not gather the pings"
+        for r in replies:
+            assert_result(r)
+        time.sleep(0.2)
+        segs = proxy.gateway_data_segments() - before
+        assert segs <= 2, "%d answers to pings read in one pass came in %d " \
+            "TCP segments" % (n, segs)
+        gw.stop_clean(2)
+    finally:
+        gw.kill_now()
+        proxy.kill_now()
+
+
 SCENARIOS = [
     ("disco#info of the gateway", disco_info),
     ("disco#items of the gateway", disco_items),
@@ -376,6 +408,8 @@ SCENARIOS = [
     ("SIGTERM: clean exit, component gone", sigterm),
     ("SIGTERM with the handshake sent and its answer held: exit in 2 s",
      sigterm_handshake_pending),
+    ("a pass's answers to a burst of pings leave in one write",
+     burst_one_write),
 ]
 
 
