@@ -1,9 +1,14 @@
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -38,6 +43,8 @@ static const char *const state_names[] = {
 #define TICK_MS 500
 /* SIGTERM must end the process within 2 s even if the server is silent. */
 #define STOP_WAIT_MS 1500
+/* Addresses of component.host tried in one round. */
+#define MAX_ADDRS 8
 
 struct component {
 	struct event_base *base;
@@ -66,7 +73,11 @@ struct component {
 	struct event *ev_timer; /* backoff, tick, and the stop deadline */
 
 	unsigned attempt;
+	char addrs[MAX_ADDRS][INET6_ADDRSTRLEN]; /* component.host, resolved */
+	int naddrs;
+	int addr_i; /* the one being dialled */
 	int tcp_up; /* this attempt got past the TCP connect */
+	int sock_error; /* why the TCP connect failed, read before libstrophe */
 	time_t up_since;
 	char down_reason[256];
 
@@ -78,6 +89,7 @@ struct component {
 static struct component *sock_owner;
 
 static void pump(struct component *c);
+static void connect_failed(struct component *c, const char *error);
 
 static void
 set_state(struct component *c, enum link_state next)
@@ -206,6 +218,7 @@ schedule_redial(struct component *c)
 	if (c->up_since != 0 && time(NULL) - c->up_since >= STABLE_SECONDS)
 		c->attempt = 0;
 	c->up_since = 0;
+	c->addr_i = c->naddrs; /* the next round resolves again */
 	c->attempt++;
 	delay = backoff_delay(c->backoff_min, c->backoff_max, c->attempt - 1);
 	log_warn("component: link down reason=%s retry_in_ms=%.0f",
@@ -273,14 +286,18 @@ on_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 		    stream_error_name(stream_error->type),
 		    stream_error->text ? " text=" : "",
 		    stream_error->text ? stream_error->text : "");
-	else if (error != 0)
+	else if (error != 0 && was == LINK_CONNECTING && !c->tcp_up) {
+		connect_failed(c, strerror(error));
+		return;
+	} else if (error != 0)
 		snprintf(c->down_reason, sizeof(c->down_reason),
 		    "socket-error error=\"%s\"", strerror(error));
-	else if (was == LINK_CONNECTING && !c->tcp_up)
-		snprintf(c->down_reason, sizeof(c->down_reason),
-		    "connect-failed (is the server listening on %s:%u?)",
-		    c->host, c->port);
-	else if (was == LINK_CONNECTING)
+	else if (was == LINK_CONNECTING && !c->tcp_up) {
+		connect_failed(c,
+		    c->sock_error != 0 ? strerror(c->sock_error)
+				       : "connection failed");
+		return;
+	} else if (was == LINK_CONNECTING)
 		snprintf(c->down_reason, sizeof(c->down_reason),
 		    "handshake-failed (check component.secret and that the "
 		    "server has a component for %s)",
@@ -298,22 +315,113 @@ on_conn_event(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 		schedule_redial(c);
 }
 
+/*
+ * The addresses to dial, in order. "localhost" is the loopback (RFC 6761)
+ * whatever /etc/hosts says, in both families: libstrophe resolves with
+ * AI_ADDRCONFIG, which refuses 127.0.0.1 on a host without a non-loopback
+ * IPv4 address and ::1 on one without a non-loopback IPv6 address.
+ */
+static int
+resolve(struct component *c)
+{
+	static const char *const loopback[] = { "127.0.0.1", "::1" };
+	struct addrinfo hints, *res, *ai;
+	size_t i;
+	int rc;
+
+	c->naddrs = c->addr_i = 0;
+	if (strcasecmp(c->host, "localhost") == 0) {
+		for (i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
+			snprintf(c->addrs[c->naddrs++], sizeof(c->addrs[0]),
+			    "%s", loopback[i]);
+		return 0;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(c->host, NULL, &hints, &res)) != 0) {
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "resolve-failed host=%s error=\"%s\"", c->host,
+		    gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL && c->naddrs < MAX_ADDRS; ai = ai->ai_next)
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen,
+			c->addrs[c->naddrs], sizeof(c->addrs[0]), NULL, 0,
+			NI_NUMERICHOST) == 0)
+			c->naddrs++;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* Why xmpp_connect_component() failed at once for addr, in words. */
+static void
+describe_sync_failure(const char *addr, int saved_errno, char *out, size_t len)
+{
+	struct addrinfo hints, *res;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_flags = AI_NUMERICHOST | AI_ADDRCONFIG;
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(addr, "1", &hints, &res) != 0) {
+		snprintf(out, len,
+		    "this host has no non-loopback %s address, so libstrophe "
+		    "(AI_ADDRCONFIG) will not use one",
+		    strchr(addr, ':') != NULL ? "IPv6" : "IPv4");
+		return;
+	}
+	freeaddrinfo(res);
+	snprintf(out, len, "%s",
+	    saved_errno != 0 ? strerror(saved_errno) : "connection failed");
+}
+
+/*
+ * The TCP connect to the current address failed: the next address at
+ * once, or after the last one, the link is down until the backoff ends.
+ */
+static void
+connect_failed(struct component *c, const char *error)
+{
+	const char *addr = c->addrs[c->addr_i];
+
+	if (c->addr_i + 1 < c->naddrs) {
+		log_info("component: connect failed address=%s port=%u "
+			 "error=\"%s\" next=%s",
+		    addr, c->port, error, c->addrs[c->addr_i + 1]);
+		c->addr_i++;
+		set_state(c, LINK_BACKOFF);
+		timer_after(c->ev_timer, 0);
+		return;
+	}
+	snprintf(c->down_reason, sizeof(c->down_reason),
+	    "connect-failed address=%s port=%u error=\"%s\"", addr, c->port,
+	    error);
+	schedule_redial(c);
+}
+
 static void
 dial(struct component *c)
 {
+	char why[160];
 	int rc;
 
+	if (c->addr_i >= c->naddrs && resolve(c) == -1) {
+		schedule_redial(c);
+		return;
+	}
 	set_state(c, LINK_CONNECTING);
 	c->tcp_up = 0;
-	log_info("component: connecting server=%s:%u attempt=%u", c->host,
-	    c->port, c->attempt + 1);
+	c->sock_error = 0;
+	log_info("component: connecting server=%s:%u attempt=%u address=%s",
+	    c->host, c->port, c->attempt + 1, c->addrs[c->addr_i]);
+	errno = 0;
 	rc = xmpp_connect_component(
-	    c->conn, c->host, c->port, on_conn_event, c);
+	    c->conn, c->addrs[c->addr_i], c->port, on_conn_event, c);
 	if (rc != XMPP_EOK) {
+		describe_sync_failure(
+		    c->addrs[c->addr_i], errno, why, sizeof(why));
 		watch_drop(c);
-		snprintf(c->down_reason, sizeof(c->down_reason),
-		    "connect-failed code=%d", rc);
-		schedule_redial(c);
+		connect_failed(c, why);
 		return;
 	}
 	timer_after(c->ev_timer, TICK_MS / 1000.0);
@@ -372,6 +480,33 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * Libstrophe 0.12.2 reports a failed TCP connect without its error (it
+ * consumes it with recv()). Read it first: libstrophe still sees the
+ * socket unconnected (getpeername fails) and fails the attempt.
+ */
+static void
+note_connect_error(struct component *c)
+{
+	struct sockaddr_storage ss;
+	struct pollfd pfd;
+	socklen_t len = sizeof(ss);
+	int err = 0;
+
+	if (c->fd < 0)
+		return;
+	pfd.fd = c->fd;
+	pfd.events = POLLOUT;
+	if (poll(&pfd, 1, 0) != 1 ||
+	    getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0 ||
+	    errno != ENOTCONN)
+		return;
+	len = sizeof(err);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+	    err != 0)
+		c->sock_error = err;
+}
+
+/*
  * Runs libstrophe without blocking. Data queued inside handlers (stream
  * header, handshake, replies) is written only at the start of the next
  * xmpp_run_once, so run until the queue is empty; leftovers wait for
@@ -382,6 +517,8 @@ pump(struct component *c)
 {
 	int i;
 
+	if (c->state == LINK_CONNECTING && !c->tcp_up)
+		note_connect_error(c);
 	for (i = 0; i < 8; i++) {
 		xmpp_run_once(c->ctx, 0);
 		if (c->fd < 0)

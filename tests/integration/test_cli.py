@@ -18,6 +18,11 @@ RELOAD_FAILED = r"conf: reload failed, keeping the old configuration: .+"
 DEBUG_LINE = r"^\S+ barev-gateway debug: "
 RESTART_NEEDED = r"takes effect only after a restart"
 EXITING = r"main: exiting reason=SIGTERM"
+LINK_DOWN = r"component: link down reason="
+CONNECT_FAILED = (r'component: connect failed address=%s port=%d '
+                  r'error="(?P<error>[^"]*)"')
+LINK_DOWN_FAILED = (r'component: link down reason=connect-failed address=%s '
+                    r'port=%d error="(?P<error>[^"]*)"')
 EXIT_BAD_CONFIG = 2
 
 
@@ -200,6 +205,33 @@ def sigterm_idle():
     assert not gw.sanitizer_report(), "\n".join(gw.sanitizer_report())
 
 
+def refused_connect_logged():
+    """With the default component.host (localhost: 127.0.0.1, then ::1)
+    and nobody listening, each failed connect names the address, the port
+    and the system's error in words."""
+    srv = h.NoServer()
+    d = h.subdir("refused")
+    text = good_conf(d, srv, reconnect_min=30.0, reconnect_max=60.0)
+    assert '  host = "127.0.0.1";\n' in text
+    gw = h.Gateway(d, srv, conf_text=text.replace('  host = "127.0.0.1";\n',
+                                                  ""))
+    gw.start()
+    try:
+        gw.wait_log(LINK_DOWN, 10)
+        first = gw.wait_log(CONNECT_FAILED % ("127\\.0\\.0\\.1",
+                                               srv.component_port), 1)
+        assert first.group("error") == "Connection refused", first.group(0)
+        assert gw.matches(re.escape(first.group(0)) + " next=::1"), \
+            "::1 not tried next:\n" + gw.log_text()
+        last = gw.wait_log(LINK_DOWN_FAILED % ("::1", srv.component_port), 1)
+        assert re.match(r"[A-Za-z]", last.group("error")), last.group(0)
+        assert not gw.matches(r"code=-?\d"), gw.log_text()
+    except BaseException:
+        gw.kill_now()
+        raise
+    gw.stop_clean(2)
+
+
 TESTS = [
     ("--version prints the name and version", version),
     ("--help mentions -c and -t", help_),
@@ -213,6 +245,8 @@ TESTS = [
     ("SIGHUP with a broken file keeps the old configuration", sighup_broken),
     ("SIGHUP applies a new log level", sighup_log_level),
     ("SIGTERM while retrying: clean exit", sigterm_idle),
+    ("a refused connect names the address, the port and the error",
+     refused_connect_logged),
 ]
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -463,7 +464,121 @@ def sigterm_backoff():
         gw.kill_now()
 
 
+class Netns:
+    """A network namespace of this test's own with lo up and the given
+    addresses on lo; deleted (what runs in it killed) at the end."""
+
+    def __init__(self, addrs):
+        h.require_root()
+        h.require_program("ip")
+        self.name = "bgc-" + os.urandom(4).hex()
+        self._ip("netns", "add", self.name)
+        h._track(self)
+        self._ip("-n", self.name, "link", "set", "lo", "up")
+        for a in addrs:
+            self._ip("-n", self.name, "addr", "add", a, "dev", "lo", "nodad")
+
+    @staticmethod
+    def _ip(*args):
+        p = h.run_cmd(["ip"] + list(args))
+        if p.returncode != 0:
+            raise AssertionError("ip %s: %s" % (" ".join(args),
+                                                p.stderr.strip()))
+        return p
+
+    def prefix(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def addrconfig_refuses(self, addr):
+        """Whether getaddrinfo(addr, AI_ADDRCONFIG) fails in here, as it
+        does inside libstrophe."""
+        code = ("import socket,sys\ntry:\n socket.getaddrinfo(sys.argv[1], 1,"
+                " 0, socket.SOCK_STREAM, 0, socket.AI_ADDRCONFIG)\n"
+                "except socket.gaierror:\n sys.exit(1)\n")
+        p = h.run_cmd(self.prefix() + [sys.executable, "-c", code, addr])
+        return p.returncode == 1
+
+    def kill_now(self):
+        p = h.run_cmd(["ip", "netns", "pids", self.name])
+        for pid in p.stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except (OSError, ValueError):
+                pass
+        h.run_cmd(["ip", "netns", "del", self.name])
+        h._untrack(self)
+
+
+class NsProsody(h.Prosody):
+    """The harness's Prosody, run inside a Netns."""
+
+    def __init__(self, tmpdir, ns, host):
+        self.ns = ns
+        super().__init__(tmpdir, host=host)
+
+    def start(self, timeout=15.0):
+        h.show_log("prosody log", self.log_path)
+        self.proc = h._popen(self.ns.prefix() + [self.prosody, "-F",
+                                                 "--config", self.config],
+                             self.console_path, cwd=self.dir)
+        h._track(self)
+
+
+class NsGateway(h.Gateway):
+    def __init__(self, tmpdir, server, ns, **kw):
+        self.ns = ns
+        super().__init__(tmpdir, server, **kw)
+
+    def argv(self):
+        return self.ns.prefix() + super().argv()
+
+
+def default_host_links(addrs, server_host, refused):
+    """In a namespace with addrs on lo, where AI_ADDRCONFIG refuses the
+    loopback address refused, a gateway without component.host links up
+    with a Prosody listening on server_host only."""
+    ns = Netns(addrs)
+    try:
+        assert ns.addrconfig_refuses(refused), \
+            "the namespace does not make AI_ADDRCONFIG refuse %s" % refused
+        d = h.subdir("default-host")
+        srv = NsProsody(d, ns, server_host)
+        srv.start()
+        text = h.gateway_conf(srv, d, reconnect_min=0.2, reconnect_max=1.0)
+        assert '  host = "%s";\n' % server_host in text
+        text = text.replace('  host = "%s";\n' % server_host, "")
+        gw = NsGateway(d, srv, ns, conf_text=text)
+        gw.start()
+        gw.wait_log(LINK_UP % (re.escape(srv.component_domain),
+                               srv.component_port), 15)
+        for m in gw.matches(r"component: connect failed (?P<rest>.*)"):
+            assert re.search(r'address=\S+ port=%d error="[A-Za-z][^"]+"'
+                             % srv.component_port, m.group("rest")), \
+                "a failed connect without address, port or words: %r" \
+                % m.group(0)
+        assert not gw.matches(r"code=-?\d"), gw.log_text()
+        gw.stop_clean(2)
+        srv.stop()
+    finally:
+        ns.kill_now()
+
+
+def default_host_ipv6_only():
+    """A host whose only non-loopback addresses are IPv6 (Yggdrasil, a
+    namespace like the bridge tests'): 127.0.0.1 cannot be used, the
+    default component.host reaches the server on ::1."""
+    default_host_links(["200:aaaa::1/128"], "::1", "127.0.0.1")
+
+
+def default_host_ipv4_only():
+    """A host without a non-loopback IPv6 address: the default
+    component.host reaches the server on 127.0.0.1."""
+    default_host_links(["10.200.0.1/32"], "127.0.0.1", "::1")
+
+
 TESTS = [
+    ("default component.host on an IPv6-only host", default_host_ipv6_only),
+    ("default component.host on an IPv4-only host", default_host_ipv4_only),
     ("SIGTERM while connecting to a silent server: exit in 2 s",
      sigterm_connecting_silent),
     ("SIGTERM in backoff after a refused connect: exit in 2 s",
