@@ -205,6 +205,43 @@ def sigterm_idle():
     assert not gw.sanitizer_report(), "\n".join(gw.sanitizer_report())
 
 
+# Runs "$@" in a mount namespace of its own where /dev/log is no socket.
+HIDE_DEV_LOG = (
+    "mount --make-rprivate / || exit 97; "
+    "if [ -e /dev/log ]; then mount --bind /dev/null /dev/log || exit 97; fi; "
+    "[ ! -S /dev/log ] || exit 97; exec \"$@\"")
+SYSLOG_FALLBACK = r"^\S+ barev-gateway warning: log: syslog .*stderr"
+
+
+class NoDevLogGateway(h.Gateway):
+    def argv(self):
+        return [h.require_program("unshare"), "-m", "sh", "-c",
+                HIDE_DEV_LOG, "sh"] + super().argv()
+
+
+def syslog_without_dev_log():
+    """-s on a machine without /dev/log: one warning on stderr, then the
+    log goes on on stderr (never into silence)."""
+    srv = h.NoServer()
+    gw = NoDevLogGateway(h.subdir("nodevlog"), srv, args=("-s",),
+                         reconnect_min=0.2, reconnect_max=1.0)
+    gw.start()
+    try:
+        gw.wait_log(CONNECTING % srv.component_port, 5)
+        warnings = gw.matches(SYSLOG_FALLBACK)
+        assert len(warnings) == 1, "%d syslog warnings:\n%s" \
+            % (len(warnings), gw.log_text())
+        assert gw.log_text().index(warnings[0].group(0)) < \
+            gw.log_text().index("component: connecting"), gw.log_text()
+    except BaseException:
+        gw.kill_now()
+        raise
+    status, _elapsed = gw.stop(2)
+    assert status == 0, "exit status %s:\n%s" % (status, gw.log_text())
+    assert gw.matches(EXITING), "no /%s/ on stderr:\n%s" % (EXITING,
+                                                           gw.log_text())
+
+
 def refused_connect_logged():
     """With the default component.host (localhost: 127.0.0.1, then ::1)
     and nobody listening, each failed connect names the address, the port
@@ -247,6 +284,8 @@ TESTS = [
     ("SIGTERM while retrying: clean exit", sigterm_idle),
     ("a refused connect names the address, the port and the error",
      refused_connect_logged),
+    ("-s without /dev/log: one warning, then the log on stderr",
+     syslog_without_dev_log),
 ]
 
 if __name__ == "__main__":
