@@ -1,6 +1,5 @@
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -45,6 +44,8 @@ static const char *const state_names[] = {
 #define STOP_WAIT_MS 1500
 /* Addresses of component.host tried in one round. */
 #define MAX_ADDRS 8
+/* A pass's buffer larger than this (a burst at link up) is not kept. */
+#define OUT_KEEP_BYTES (1024 * 1024)
 
 struct component {
 	struct event_base *base;
@@ -351,6 +352,12 @@ resolve(struct component *c)
 			NI_NUMERICHOST) == 0)
 			c->naddrs++;
 	freeaddrinfo(res);
+	if (c->naddrs == 0) {
+		snprintf(c->down_reason, sizeof(c->down_reason),
+		    "resolve-failed host=%s error=\"no usable address\"",
+		    c->host);
+		return -1;
+	}
 	return 0;
 }
 
@@ -468,6 +475,11 @@ flush_out(struct component *c)
 		return;
 	xmpp_send_raw(c->conn, c->out, c->out_len);
 	c->out_len = 0;
+	if (c->out_cap > OUT_KEEP_BYTES) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = 0;
+	}
 }
 
 static void
