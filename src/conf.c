@@ -54,7 +54,7 @@ static const struct conf_key keys[] = {
 	    0, NULL },
 	{ "component.secret_file", CT_STRING, OFF(component_secret_file), 0, 0,
 	    NULL, 1, 0, NULL },
-	{ "component.host", CT_STRING, OFF(component_host), 0, 0, "127.0.0.1",
+	{ "component.host", CT_STRING, OFF(component_host), 0, 0, "localhost",
 	    0, 0, NULL },
 	{ "component.port", CT_INT, OFF(component_port), 1, 65535, "5347", 0, 0,
 	    NULL },

@@ -1,12 +1,17 @@
 #include "config.h"
 
+#include <errno.h>
+#include <paths.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "utf8.h"
@@ -31,16 +36,60 @@ static const int syslog_prio[] = {
 	[LOG_LEVEL_TRACE] = LOG_DEBUG,
 };
 
+/*
+ * Whether syslog(3) can reach a daemon: it connects to _PATH_LOG as a
+ * datagram, then a stream socket, and drops every line in silence if
+ * neither works. 0, or -1 with errno set.
+ */
+static int
+syslog_reachable(void)
+{
+	static const int types[] = { SOCK_DGRAM, SOCK_STREAM };
+	struct sockaddr_un sun;
+	size_t i;
+	int fd, rc, err = 0;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", _PATH_LOG);
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if ((fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0)) == -1)
+			return -1;
+		rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+		err = errno;
+		close(fd);
+		if (rc == 0)
+			return 0;
+	}
+	errno = err;
+	return -1;
+}
+
 void
 log_init(const char *ident, enum log_level level, int use_syslog)
 {
+	static int warned; /* once per fallback, not at every reload */
+
 	if (to_syslog && !use_syslog)
 		closelog();
 	log_ident = ident;
 	cur_level = level;
-	to_syslog = use_syslog;
-	if (to_syslog)
-		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	to_syslog = 0;
+	if (!use_syslog) {
+		warned = 0;
+		return;
+	}
+	if (syslog_reachable() == -1) {
+		if (!warned)
+			log_warn("log: syslog is not reachable (%s: %s); "
+				 "logging to stderr",
+			    _PATH_LOG, strerror(errno));
+		warned = 1;
+		return;
+	}
+	warned = 0;
+	to_syslog = 1;
+	openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
 void

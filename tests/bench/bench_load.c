@@ -59,6 +59,7 @@ enum c2s_state {
 	C_FEAT2,
 	C_BIND,
 	C_GREG,
+	C_AVAIL, /* presence sent; ready once the server has processed it */
 	C_READY,
 };
 
@@ -110,6 +111,8 @@ struct opts {
 	int batches;
 	long warmup;
 	int window;
+	int chunk; /* bulk messages a sender writes at once (<= CHUNK) */
+	const char *prefix; /* e2e: the figures' prefix */
 	int rate;
 	double seconds;
 	double
@@ -140,6 +143,8 @@ static struct opts O = {
 	.batches = 5,
 	.warmup = 20000,
 	.window = 2000,
+	.chunk = CHUNK,
+	.prefix = "e2e",
 	.rate = 1000,
 	.seconds = 4,
 	.batch_seconds = 4,
@@ -1072,10 +1077,18 @@ c2s_bound(struct conn *c)
 	char buf[512];
 	int k, i;
 
+	/*
+	 * The server answers the iq after it processed the presence: a
+	 * message sent to us before that finds no available resource and is
+	 * lost (no offline storage).
+	 */
 	if (c->role != 0) {
-		conn_sendstr(c, "<presence/>");
-		c->state = C_READY;
-		G.c2s_ready++;
+		snprintf(buf, sizeof(buf),
+		    "<presence/><iq type='get' id='avail' to='%s'><query "
+		    "xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+		    O.xmpp_domain);
+		conn_sendstr(c, buf);
+		c->state = C_AVAIL;
 		return;
 	}
 	if (c->state == C_BIND) {
@@ -1167,6 +1180,14 @@ c2s_piece(struct conn *c, enum piece kind, const char *s, size_t len)
 			    strcmp(type, "result") != 0)
 				G.greg_errors++;
 			c2s_bound(c);
+		}
+		return;
+	case C_AVAIL:
+		if (name_is(s, len, "iq") &&
+		    attr(s, len, "id", id, sizeof(id)) == 0 &&
+		    strcmp(id, "avail") == 0) {
+			c->state = C_READY;
+			G.c2s_ready++;
 		}
 		return;
 	case C_READY:
@@ -1378,7 +1399,7 @@ bulk_put(long n)
 		c = cur_srcs[i];
 		if (c == NULL || c->dead || c->msg == NULL)
 			continue;
-		k = n < CHUNK ? n : CHUNK;
+		k = n < O.chunk ? n : O.chunk;
 		conn_put(c, c->msg, c->msgoff[k]);
 		n -= k;
 		G.sent += k;
@@ -1406,7 +1427,7 @@ bulk_pump(void)
 
 	if (room > left)
 		room = left;
-	if (room < CHUNK && room < left)
+	if (room < O.chunk && room < left)
 		return; /* wait for a chunk's worth of room */
 	if (room <= 0)
 		return;
@@ -1845,7 +1866,7 @@ mode_e2e(void)
 		if (G.c2s[i]->role == 1)
 			c2s_chunk(G.c2s[i]);
 	if (dir_wanted("direct"))
-		bulk_series("e2e", DIRECT);
+		bulk_series(O.prefix, DIRECT);
 	start_gateway();
 	for (u = 0; u < O.users; u++) {
 		snprintf(local, sizeof(local), "eu%d", u);
@@ -1862,9 +1883,9 @@ mode_e2e(void)
 		if (G.c2s[i]->role == 0)
 			c2s_chunk(G.c2s[i]);
 	if (dir_wanted("to-barev"))
-		bulk_series("e2e", TO_BAREV);
+		bulk_series(O.prefix, TO_BAREV);
 	if (dir_wanted("to-xmpp"))
-		bulk_series("e2e", TO_XMPP);
+		bulk_series(O.prefix, TO_XMPP);
 }
 
 /* Brings users [from, to) online and waits for their pipes. */
@@ -2003,6 +2024,8 @@ main(int argc, char **argv)
 		{ "batches", required_argument, NULL, 'b' },
 		{ "warmup", required_argument, NULL, 'w' },
 		{ "window", required_argument, NULL, 'W' },
+		{ "chunk", required_argument, NULL, 'H' },
+		{ "prefix", required_argument, NULL, 'X' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "seconds", required_argument, NULL, 'S' },
 		{ "batch-seconds", required_argument, NULL, 'T' },
@@ -2058,6 +2081,12 @@ main(int argc, char **argv)
 		case 'W':
 			O.window = atoi(optarg);
 			break;
+		case 'H':
+			O.chunk = atoi(optarg);
+			break;
+		case 'X':
+			O.prefix = optarg;
+			break;
 		case 'r':
 			O.rate = atoi(optarg);
 			break;
@@ -2099,7 +2128,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (O.users < 1 || O.contacts < 1 || O.users * O.contacts > 1000000 ||
-	    O.window < 1)
+	    O.window < 1 || O.chunk < 1 || O.chunk > CHUNK)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
 	if ((G.epfd = epoll_create1(EPOLL_CLOEXEC)) == -1)

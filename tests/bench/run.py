@@ -42,7 +42,8 @@ GW_PORT = 5299
 PEER_PORT = 5300
 C2S_PORT = 5222
 
-SCENARIOS = ("relay", "latency", "e2e", "idle", "keepalive", "startup")
+SCENARIOS = ("relay", "latency", "e2e", "e2e64", "idle", "keepalive",
+             "startup")
 
 # Figures with a target from the issue: (name, test, text).
 TARGETS = {
@@ -50,6 +51,8 @@ TARGETS = {
     "relay.to_xmpp.rate": (lambda v: v >= 50000, ">= 50000"),
     "e2e.to_barev.gw_over_server_cpu": (lambda v: v <= 0.2, "<= 0.2"),
     "e2e.to_xmpp.gw_over_server_cpu": (lambda v: v <= 0.2, "<= 0.2"),
+    # "within 1.5 times the client-to-client rate"
+    "e2e64.to_xmpp.rate_over_direct": (lambda v: v >= 1 / 1.5, ">= 0.667"),
     "latency.to_barev.p99": (lambda v: v < 1000, "< 1000"),
     "latency.to_xmpp.p99": (lambda v: v < 1000, "< 1000"),
     "idle.bytes_per_pipe.pipes_1000": (lambda v: v <= 16384, "<= 16384"),
@@ -459,6 +462,31 @@ class Bench:
                 self.derive("e2e.%s.gw_over_server_cpu" % d, "ratio",
                             [g / s for g, s in zip(gw, srv) if s > 0])
 
+    # Scenario 2b: the same shape with only 64 messages in flight, one per
+    # write, spread over the 100 pipes (and over the 10 direct senders):
+    # what shows Prosody's Nagle behind the gateway's writes.
+    def e2e64(self):
+        r = Run(self, "e2e64")
+        try:
+            srv = r.start_prosody()
+            self.add(r.load("e2e", [
+                "--prefix", "e2e64", "--window", "64", "--chunk", "1",
+                "--users", "10", "--contacts", "10", "--direct-pairs", "10",
+                "--msgs", str(self.args.e2e_msgs), "--warmup", "2000",
+                "--batch-seconds", "1" if self.quick else "3",
+                "--batches", str(self.batches),
+                "--c2s-port", str(C2S_PORT), "--peer-port", str(PEER_PORT),
+                "--server-pid", str(srv),
+                "--dirs", "direct,to-xmpp", "--timeout", "300"],
+                gateway_conf("@STATEDIR@"), wait_link=True))
+        finally:
+            r.close()
+        rate = self.samples.get("e2e64.to_xmpp.rate")
+        direct = self.samples.get("e2e64.direct.rate")
+        if rate and direct:
+            self.derive("e2e64.to_xmpp.rate_over_direct", "ratio",
+                        [x / statistics.median(direct) for x in rate])
+
     # Registered users and contacts, made once through the component.
     def prepare(self, label, users, contacts, dead_every=0):
         r = Run(self, "prep-" + label)
@@ -549,6 +577,8 @@ class Bench:
                 self.relay(latency_only=True)
             elif name == "e2e":
                 self.e2e()
+            elif name == "e2e64":
+                self.e2e64()
             elif name == "idle":
                 self.idle(self.db("idle", 500, 20))
             elif name == "keepalive":
@@ -581,7 +611,8 @@ def fmt(v):
     return "%.4f" % v
 
 
-ORDER = ("relay.", "latency.", "e2e.", "idle.", "keepalive.", "startup.")
+ORDER = ("relay.", "latency.", "e2e.", "e2e64.", "idle.", "keepalive.",
+         "startup.")
 
 
 def sort_key(name):

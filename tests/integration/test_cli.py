@@ -18,6 +18,11 @@ RELOAD_FAILED = r"conf: reload failed, keeping the old configuration: .+"
 DEBUG_LINE = r"^\S+ barev-gateway debug: "
 RESTART_NEEDED = r"takes effect only after a restart"
 EXITING = r"main: exiting reason=SIGTERM"
+LINK_DOWN = r"component: link down reason="
+CONNECT_FAILED = (r'component: connect failed address=%s port=%d '
+                  r'error="(?P<error>[^"]*)"')
+LINK_DOWN_FAILED = (r'component: link down reason=connect-failed address=%s '
+                    r'port=%d error="(?P<error>[^"]*)"')
 EXIT_BAD_CONFIG = 2
 
 
@@ -256,6 +261,70 @@ def sigterm_idle():
     assert not gw.sanitizer_report(), "\n".join(gw.sanitizer_report())
 
 
+# Runs "$@" in a mount namespace of its own where /dev/log is no socket.
+HIDE_DEV_LOG = (
+    "mount --make-rprivate / || exit 97; "
+    "if [ -e /dev/log ]; then mount --bind /dev/null /dev/log || exit 97; fi; "
+    "[ ! -S /dev/log ] || exit 97; exec \"$@\"")
+SYSLOG_FALLBACK = r"^\S+ barev-gateway warning: log: syslog .*stderr"
+
+
+class NoDevLogGateway(h.Gateway):
+    def argv(self):
+        return [h.require_program("unshare"), "-m", "sh", "-c",
+                HIDE_DEV_LOG, "sh"] + super().argv()
+
+
+def syslog_without_dev_log():
+    """-s on a machine without /dev/log: one warning on stderr, then the
+    log goes on on stderr (never into silence)."""
+    srv = h.NoServer()
+    gw = NoDevLogGateway(h.subdir("nodevlog"), srv, args=("-s",),
+                         reconnect_min=0.2, reconnect_max=1.0)
+    gw.start()
+    try:
+        gw.wait_log(CONNECTING % srv.component_port, 5)
+        warnings = gw.matches(SYSLOG_FALLBACK)
+        assert len(warnings) == 1, "%d syslog warnings:\n%s" \
+            % (len(warnings), gw.log_text())
+        assert gw.log_text().index(warnings[0].group(0)) < \
+            gw.log_text().index("component: connecting"), gw.log_text()
+    except BaseException:
+        gw.kill_now()
+        raise
+    status, _elapsed = gw.stop(2)
+    assert status == 0, "exit status %s:\n%s" % (status, gw.log_text())
+    assert gw.matches(EXITING), "no /%s/ on stderr:\n%s" % (EXITING,
+                                                           gw.log_text())
+
+
+def refused_connect_logged():
+    """With the default component.host (localhost: 127.0.0.1, then ::1)
+    and nobody listening, each failed connect names the address, the port
+    and the system's error in words."""
+    srv = h.NoServer()
+    d = h.subdir("refused")
+    text = good_conf(d, srv, reconnect_min=30.0, reconnect_max=60.0)
+    assert '  host = "127.0.0.1";\n' in text
+    gw = h.Gateway(d, srv, conf_text=text.replace('  host = "127.0.0.1";\n',
+                                                  ""))
+    gw.start()
+    try:
+        gw.wait_log(LINK_DOWN, 10)
+        first = gw.wait_log(CONNECT_FAILED % ("127\\.0\\.0\\.1",
+                                               srv.component_port), 1)
+        assert first.group("error") == "Connection refused", first.group(0)
+        assert gw.matches(re.escape(first.group(0)) + " next=::1"), \
+            "::1 not tried next:\n" + gw.log_text()
+        last = gw.wait_log(LINK_DOWN_FAILED % ("::1", srv.component_port), 1)
+        assert re.match(r"[A-Za-z]", last.group("error")), last.group(0)
+        assert not gw.matches(r"code=-?\d"), gw.log_text()
+    except BaseException:
+        gw.kill_now()
+        raise
+    gw.stop_clean(2)
+
+
 TESTS = [
     ("--version prints the name and version", version),
     ("--help mentions -c and -t", help_),
@@ -272,6 +341,10 @@ TESTS = [
     ("SIGHUP applies a new log level", sighup_log_level),
     ("SIGHUP shortens a pending reconnect wait", sighup_shorter_backoff),
     ("SIGTERM while retrying: clean exit", sigterm_idle),
+    ("a refused connect names the address, the port and the error",
+     refused_connect_logged),
+    ("-s without /dev/log: one warning, then the log on stderr",
+     syslog_without_dev_log),
 ]
 
 if __name__ == "__main__":

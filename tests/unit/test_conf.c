@@ -84,7 +84,7 @@ test_minimal_gets_defaults(void **state)
 	assert_string_equal(c->component_jid, "barev.localhost");
 	assert_string_equal(c->component_secret, "s");
 	assert_null(c->component_secret_file);
-	assert_string_equal(c->component_host, "127.0.0.1");
+	assert_string_equal(c->component_host, "localhost");
 	assert_int_equal(c->component_port, 5347);
 	assert_true(c->reconnect_min == 1.0 && c->reconnect_max == 60.0);
 	assert_string_equal(c->barev_address_text, "");
