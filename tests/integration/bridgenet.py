@@ -239,14 +239,15 @@ EXAMPLE_CONF = os.path.join(h.SRCDIR, "conf", "barev-gateway.conf.example")
 def example_conf(srv, statedir, address=GW, **more):
     """The shipped example configuration with only what differs from site
     to site replaced, as the README tells an operator to do: the
-    component's JID, secret, server address and port, the node's address
-    (there is no Yggdrasil admin socket here) and the store's path; more
+    component's JID, secret and server port (the host stays "localhost",
+    which must reach a server on ::1), the node's address (there is no
+    Yggdrasil admin socket here) and the store's path; more
     replaces further keys (key=value text). Each key must occur exactly
     once in the example: if it changes shape, the test fails."""
     with open(EXAMPLE_CONF, encoding="utf-8") as f:
         text = f.read()
     site = {"jid": '"%s"' % COMPONENT, "secret": '"%s"' % srv.secret,
-            "host": '"%s"' % srv.host, "port": str(srv.component_port),
+            "port": str(srv.component_port),
             "address": '"%s"' % address,
             "path": '"%s"' % os.path.join(statedir, "state.db")}
     site.update(more)
