@@ -175,9 +175,15 @@ SERVERS = (BridgeProsody, BridgeEjabberd)
 
 # --- the gateway's configuration ------------------------------------------
 
+def _conf_lines(extra):
+    """Further keys of a group (none of those the template sets)."""
+    return "".join("  %s = %s;\n" % (k, repr(v) if isinstance(v, float)
+                                     else v) for k, v in (extra or {}).items())
+
+
 def gateway_conf(srv, statedir, listen_port, component=COMPONENT,
                  address=GW, lifetime=604800, request_timeout=4.0,
-                 ping_timeout=3.0, allowed=()):
+                 ping_timeout=3.0, allowed=(), barev=None, limits=None):
     port = (srv.component_port2 if component == COMPONENT2
             else srv.component_port)
     return """\
@@ -202,11 +208,11 @@ barev = {{
   redial_min = 0.5;
   redial_max = 2.0;
   request_timeout = {request_timeout!r};
-}};
+{barev}}};
 limits = {{
   request_interval = 3600.0;
   inbound_per_minute = 6000;
-}};
+{limits}}};
 storage = {{
   path = "{statedir}/state.db";
   message_lifetime = {lifetime!r};
@@ -221,7 +227,8 @@ access = {{
            pport=PEER_PORT, ping_timeout=float(ping_timeout),
            request_timeout=float(request_timeout), statedir=statedir,
            lifetime=float(lifetime),
-           jids=", ".join('"%s"' % j for j in allowed))
+           jids=", ".join('"%s"' % j for j in allowed),
+           barev=_conf_lines(barev), limits=_conf_lines(limits))
 
 
 EXAMPLE_CONF = os.path.join(h.SRCDIR, "conf", "barev-gateway.conf.example")
