@@ -55,6 +55,8 @@ struct conn {
 	unsigned short
 	    port; /* dialled (outbound): the log of a failed dial names it */
 	int dialing; /* counted in dials_in_progress */
+	int stranger; /* counted in nstrangers, holds its user's slot */
+	struct event *ev_silence; /* a stranger that says nothing is closed */
 	int dead;
 	TAILQ_ENTRY(conn) entry;
 };
@@ -81,12 +83,26 @@ struct pair {
 };
 TAILQ_HEAD(pair_queue, pair);
 
+/* Counts for one remote address, or for one remote /64 (inbound pipes only). */
 struct addr_stat {
 	struct in6_addr addr;
 	unsigned pipes;
 	unsigned inbound;
 	double window_start;
 };
+
+/*
+ * The one stranger pipe a local identity may hold per remote /64: a peer
+ * churning nicks or addresses inside its /64 cannot hold more.
+ */
+struct stranger_slot {
+	struct barev_jid local;
+	struct in6_addr subnet;
+	struct conn *c;
+};
+
+/* "300:1:2:3::/64" */
+#define SUBNET_STRLEN (ADDR_STRLEN + 3)
 
 struct listener {
 	struct evconnlistener *lev;
@@ -104,6 +120,10 @@ struct barev {
 	unsigned max_pipes;
 	unsigned max_per_addr;
 	unsigned inbound_per_minute;
+	unsigned max_per_subnet;
+	unsigned inbound_per_subnet;
+	unsigned max_strangers;
+	double stranger_silence;
 	unsigned dials_concurrent;
 	double dials_per_second;
 	double redial_min;
@@ -116,6 +136,9 @@ struct barev {
 	size_t nlisteners;
 	void *pairs; /* tsearch tree of struct pair */
 	void *addrs; /* tsearch tree of struct addr_stat */
+	void *subnets; /* the same per /64 */
+	void *slots; /* tsearch tree of struct stranger_slot */
+	unsigned nstrangers;
 	struct conn_list conns;
 	struct conn_list dead;
 	unsigned nconns;
@@ -187,20 +210,54 @@ addr_cmp(const void *a, const void *b)
 	    &((const struct addr_stat *)b)->addr, sizeof(struct in6_addr));
 }
 
+/* The /64 an address is in: every Yggdrasil node routes a whole one. */
+static struct in6_addr
+subnet_of(const struct in6_addr *a)
+{
+	struct in6_addr s = *a;
+
+	memset(&s.s6_addr[8], 0, 8);
+	return s;
+}
+
+static const char *
+subnet_format(const struct in6_addr *a, char *buf)
+{
+	struct in6_addr s = subnet_of(a);
+	char text[ADDR_STRLEN];
+
+	snprintf(buf, SUBNET_STRLEN, "%s/64", addr_format(&s, text));
+	return buf;
+}
+
 static struct addr_stat *
-addr_get(struct barev *b, const struct in6_addr *a)
+stat_get(void **tree, const struct in6_addr *a)
 {
 	struct addr_stat key, *s, **found;
 
 	key.addr = *a;
-	found = tfind(&key, &b->addrs, addr_cmp);
+	found = tfind(&key, tree, addr_cmp);
 	if (found != NULL)
 		return *found;
 	s = xcalloc(1, sizeof(*s));
 	s->addr = *a;
 	s->window_start = clock_now();
-	tsearch(s, &b->addrs, addr_cmp);
+	tsearch(s, tree, addr_cmp);
 	return s;
+}
+
+static struct addr_stat *
+addr_get(struct barev *b, const struct in6_addr *a)
+{
+	return stat_get(&b->addrs, a);
+}
+
+static struct addr_stat *
+subnet_get(struct barev *b, const struct in6_addr *a)
+{
+	struct in6_addr s = subnet_of(a);
+
+	return stat_get(&b->subnets, &s);
 }
 
 struct sweep {
@@ -228,21 +285,128 @@ sweep_visit(const void *node, VISIT which, void *arg)
 	sw->victims[sw->n++] = s;
 }
 
+static void
+sweep_tree(void **tree, double now)
+{
+	struct sweep sw = { now, NULL, 0, 0 };
+	size_t i;
+
+	twalk_r(*tree, sweep_visit, &sw);
+	for (i = 0; i < sw.n; i++) {
+		tdelete(sw.victims[i], tree, addr_cmp);
+		free(sw.victims[i]);
+	}
+	free(sw.victims);
+}
+
 /* Drops idle entries, so that a scan from many addresses cannot grow memory for ever. */
 static void
 on_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	struct barev *b = arg;
-	struct sweep sw = { clock_now(), NULL, 0, 0 };
-	size_t i;
+	double now = clock_now();
 
-	twalk_r(b->addrs, sweep_visit, &sw);
-	for (i = 0; i < sw.n; i++) {
-		tdelete(sw.victims[i], &b->addrs, addr_cmp);
-		free(sw.victims[i]);
-	}
-	free(sw.victims);
+	sweep_tree(&b->addrs, now);
+	sweep_tree(&b->subnets, now);
 	timer_after(b->ev_sweep, RATE_WINDOW);
+}
+
+/* --- strangers ------------------------------------------------------ */
+
+static int
+slot_cmp(const void *va, const void *vb)
+{
+	const struct stranger_slot *a = va, *b = vb;
+	int r;
+
+	if ((r = memcmp(&a->local.addr, &b->local.addr, 16)) != 0)
+		return r;
+	if ((r = strcasecmp(a->local.nick, b->local.nick)) != 0)
+		return r;
+	return memcmp(&a->subnet, &b->subnet, 16);
+}
+
+static struct stranger_slot *
+slot_find(
+    struct barev *b, const struct barev_jid *local, const struct in6_addr *peer)
+{
+	struct stranger_slot key, **found;
+
+	memset(&key, 0, sizeof(key));
+	key.local = *local;
+	key.subnet = subnet_of(peer);
+	found = tfind(&key, &b->slots, slot_cmp);
+	return found != NULL ? *found : NULL;
+}
+
+static void
+conn_drop(struct conn *c, const char *reason, const char *condition);
+
+/* Real clients send their presence right after the headers; a flood does not. */
+static void
+on_silence(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	char text[SUBNET_STRLEN];
+
+	if (!c->stranger || pipe_heard(c->pipe))
+		return;
+	log_info("pipe %llu: closing reason=stranger-silent subnet=%s",
+	    (unsigned long long)pipe_id(c->pipe),
+	    subnet_format(pipe_peer(c->pipe), text));
+	conn_drop(c, "stranger-silent", "connection-timeout");
+}
+
+/*
+ * Whether a stranger's pipe may open: NULL, or why not. A local identity
+ * holds one stranger pipe per remote /64 (the same peer dialling again
+ * replaces its own), and all strangers together at most
+ * limits.stranger_pipes: whatever strangers do, contacts keep the rest.
+ */
+static const char *
+stranger_admit(struct barev *b, struct conn *c, const struct barev_jid *local,
+    const struct barev_jid *remote)
+{
+	struct stranger_slot *slot = slot_find(b, local, &remote->addr);
+
+	if (slot != NULL &&
+	    !barev_jid_equal_nocase(pipe_remote(slot->c->pipe), remote))
+		return "stranger-subnet-busy";
+	if (slot == NULL && b->nstrangers >= b->max_strangers)
+		return "too-many-strangers";
+	if (slot == NULL) {
+		slot = xcalloc(1, sizeof(*slot));
+		slot->local = *local;
+		slot->subnet = subnet_of(&remote->addr);
+		tsearch(slot, &b->slots, slot_cmp);
+	}
+	/* The older pipe of the same peer is replaced once this one opens. */
+	slot->c = c;
+	c->stranger = 1;
+	b->nstrangers++;
+	c->ev_silence = evtimer_new(b->base, on_silence, c);
+	timer_after(c->ev_silence, b->stranger_silence);
+	return NULL;
+}
+
+/* c no longer counts as a stranger's: it closes, or its user accepted it. */
+static void
+stranger_release(struct conn *c)
+{
+	struct barev *b = c->b;
+	struct stranger_slot *slot;
+
+	if (!c->stranger)
+		return;
+	c->stranger = 0;
+	b->nstrangers--;
+	/* Freed with c: this may run inside on_silence. */
+	evtimer_del(c->ev_silence);
+	slot = slot_find(b, pipe_local(c->pipe), pipe_peer(c->pipe));
+	if (slot != NULL && slot->c == c) {
+		tdelete(slot, &b->slots, slot_cmp);
+		free(slot);
+	}
 }
 
 /* --- pairs ---------------------------------------------------------- */
@@ -593,12 +757,10 @@ on_refusals(evutil_socket_t fd, short what, void *arg)
 static int
 refusal_logged(struct barev *b, const char *reason, const struct in6_addr *peer)
 {
-	struct in6_addr net = *peer;
-	char kind[128], text[ADDR_STRLEN];
+	char kind[128], subnet[SUBNET_STRLEN];
 
-	memset(net.s6_addr + 8, 0, 8);
-	snprintf(kind, sizeof(kind), "reason=%s net=%s/64", reason,
-	    addr_format(&net, text));
+	snprintf(kind, sizeof(kind), "reason=%s subnet=%s", reason,
+	    subnet_format(peer, subnet));
 	if (ratelog_hit(b->refusals, kind, clock_now()))
 		return 1;
 	if (!evtimer_pending(b->ev_refusals, NULL))
@@ -612,7 +774,9 @@ inbound_header(struct barev *b, struct conn *c, const char *from,
 {
 	struct barev_jid remote, local, to_jid;
 	const char *to_nick = NULL, *reason;
-	char peer[ADDR_STRLEN], qfrom[LOG_QUOTE_SIZE], qto[LOG_QUOTE_SIZE];
+	char peer[ADDR_STRLEN], subnet[SUBNET_STRLEN];
+	char qfrom[LOG_QUOTE_SIZE], qto[LOG_QUOTE_SIZE];
+	enum barev_verdict verdict;
 
 	if (from == NULL || *from == '\0') {
 		reason = "no-from";
@@ -644,18 +808,28 @@ inbound_header(struct barev *b, struct conn *c, const char *from,
 		*condition = "host-unknown";
 		goto reject;
 	}
-	if (b->cb->allow(b->cb_arg, &local, &remote) != BAREV_ALLOW) {
+	verdict = b->cb->allow(b->cb_arg, &local, &remote);
+	if (verdict == BAREV_DENY) {
 		reason = "not-allowed";
 		*condition = "not-authorized";
 		goto reject;
 	}
+	if (verdict == BAREV_STRANGER &&
+	    (reason = stranger_admit(b, c, &local, &remote)) != NULL) {
+		*condition = "policy-violation";
+		goto reject;
+	}
 	pipe_set_identity(c->pipe, &local, &remote);
+	if (verdict == BAREV_STRANGER)
+		b->cb->stranger(b->cb_arg, &local, &remote);
 	return 0;
 reject:
 	if (refusal_logged(b, reason, pipe_peer(c->pipe)))
-		log_info("pipe %llu: rejected reason=%s peer=%s from=%s to=%s",
+		log_info("pipe %llu: rejected reason=%s peer=%s subnet=%s "
+			 "from=%s to=%s",
 		    (unsigned long long)pipe_id(c->pipe), reason,
 		    addr_format(pipe_peer(c->pipe), peer),
+		    subnet_format(pipe_peer(c->pipe), subnet),
 		    log_quote(qfrom, sizeof(qfrom), from),
 		    log_quote(qto, sizeof(qto), to));
 	return -1;
@@ -747,6 +921,7 @@ cb_closing(void *arg, struct pipe *p, const char *reason)
 
 	/* A failed dial waiting for the peer to close no longer holds a slot. */
 	dial_done(c);
+	stranger_release(c);
 	if (c->pair != NULL)
 		pair_detach(c->pair, c, reason);
 }
@@ -779,16 +954,20 @@ cb_dead(void *arg, struct pipe *p, const char *reason)
 {
 	struct barev *b = arg;
 	struct conn *c = pipe_owner_data(p);
-	struct addr_stat *s = addr_get(b, pipe_peer(p));
+	struct addr_stat *s = addr_get(b, pipe_peer(p)), *n;
 
 	/* Still dialing: the connect failed or timed out, nobody closed it. */
 	if (c->dialing)
 		log_dial_failed(c, reason);
 	dial_done(c);
+	stranger_release(c);
 	if (c->pair != NULL)
 		pair_detach(c->pair, c, reason);
 	if (s->pipes > 0)
 		s->pipes--;
+	n = subnet_get(b, pipe_peer(p));
+	if (pipe_dir(p) == PIPE_INBOUND && n->pipes > 0)
+		n->pipes--;
 	c->dead = 1;
 	TAILQ_REMOVE(&b->conns, c, entry);
 	TAILQ_INSERT_TAIL(&b->dead, c, entry);
@@ -816,6 +995,8 @@ on_reap(evutil_socket_t fd, short what, void *arg)
 	while ((c = TAILQ_FIRST(&b->dead)) != NULL) {
 		TAILQ_REMOVE(&b->dead, c, entry);
 		pipe_free(c->pipe);
+		if (c->ev_silence != NULL)
+			event_free(c->ev_silence);
 		free(c);
 	}
 }
@@ -833,6 +1014,8 @@ conn_new(
 	TAILQ_INSERT_TAIL(&b->conns, c, entry);
 	b->nconns++;
 	addr_get(b, peer)->pipes++;
+	if (dir == PIPE_INBOUND)
+		subnet_get(b, peer)->pipes++;
 	return c;
 }
 
@@ -847,10 +1030,23 @@ sock_tune(int fd)
 
 /* --- accepting ------------------------------------------------------ */
 
+static void
+window_roll(struct addr_stat *s, double now)
+{
+	if (now - s->window_start >= RATE_WINDOW) {
+		s->window_start = now;
+		s->inbound = 0;
+	}
+}
+
+/*
+ * Per address and per /64: a node can connect from any of the 2^64
+ * addresses it routes, each of which passes the from-equals-source check.
+ */
 static const char *
 admit(struct barev *b, const struct in6_addr *peer)
 {
-	struct addr_stat *s;
+	struct addr_stat *s, *n;
 	double now = clock_now();
 
 	if (!b->allow_any && !addr_is_yggdrasil(peer))
@@ -858,15 +1054,19 @@ admit(struct barev *b, const struct in6_addr *peer)
 	if (b->nconns >= b->max_pipes)
 		return "too-many-pipes";
 	s = addr_get(b, peer);
+	n = subnet_get(b, peer);
 	if (s->pipes >= b->max_per_addr)
 		return "too-many-pipes-per-address";
-	if (now - s->window_start >= RATE_WINDOW) {
-		s->window_start = now;
-		s->inbound = 0;
-	}
+	if (n->pipes >= b->max_per_subnet)
+		return "too-many-pipes-per-subnet";
+	window_roll(s, now);
+	window_roll(n, now);
 	if (s->inbound >= b->inbound_per_minute)
 		return "rate-limit";
+	if (n->inbound >= b->inbound_per_subnet)
+		return "rate-limit-per-subnet";
 	s->inbound++;
+	n->inbound++;
 	return NULL;
 }
 
@@ -879,7 +1079,7 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	struct sockaddr_in6 local;
 	socklen_t llen = sizeof(local);
 	struct in6_addr peer;
-	char text[ADDR_STRLEN];
+	char text[ADDR_STRLEN], subnet[SUBNET_STRLEN];
 	const char *why;
 	struct conn *c;
 
@@ -891,8 +1091,9 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	/* Refusals close before writing a byte: safe for every peer. */
 	if ((why = admit(b, &peer)) != NULL) {
 		if (refusal_logged(b, why, &peer))
-			log_info("pipe: rejected reason=%s peer=%s", why,
-			    addr_format(&peer, text));
+			log_info("pipe: rejected reason=%s peer=%s subnet=%s",
+			    why, addr_format(&peer, text),
+			    subnet_format(&peer, subnet));
 		close(fd);
 		return;
 	}
@@ -1149,6 +1350,10 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->max_pipes = (unsigned)conf->max_pipes;
 	b->max_per_addr = (unsigned)conf->max_pipes_per_address;
 	b->inbound_per_minute = (unsigned)conf->inbound_per_minute;
+	b->max_per_subnet = (unsigned)conf->max_pipes_per_subnet;
+	b->inbound_per_subnet = (unsigned)conf->inbound_per_minute_per_subnet;
+	b->max_strangers = (unsigned)conf->max_stranger_pipes;
+	b->stranger_silence = conf->stranger_silence;
 	b->dials_concurrent = (unsigned)conf->dials_concurrent;
 	b->dials_per_second = conf->dials_per_second;
 	b->redial_min = conf->redial_min;
@@ -1234,6 +1439,8 @@ barev_free(struct barev *b)
 	on_reap(-1, 0, b);
 	tdestroy(b->pairs, free_pair_node);
 	tdestroy(b->addrs, free);
+	tdestroy(b->subnets, free);
+	tdestroy(b->slots, free);
 	event_free(b->ev_dialq);
 	event_free(b->ev_reap);
 	event_free(b->ev_sweep);
@@ -1250,6 +1457,11 @@ barev_want(struct barev *b, const struct barev_jid *local,
 	struct pair *P = pair_find(b, local, remote, 1);
 
 	P->port = port;
+	if (P->in != NULL && P->in->stranger) {
+		log_info("pair %s: stranger accepted pipe=%llu", P->name,
+		    (unsigned long long)pipe_id(P->in->pipe));
+		stranger_release(P->in);
+	}
 	if (P->wanted)
 		return;
 	P->wanted = 1;

@@ -21,6 +21,7 @@ struct barev;
 
 enum barev_verdict {
 	BAREV_ALLOW, /* a known contact of that identity */
+	BAREV_STRANGER, /* no contact yet: admitted within the stranger limits */
 	BAREV_DENY, /* refuse with not-authorized */
 };
 
@@ -34,6 +35,12 @@ struct barev_cb {
 	    const struct in6_addr *dialled, struct barev_jid *out);
 	/* Whether remote may talk to local. */
 	enum barev_verdict (*allow)(void *arg, const struct barev_jid *local,
+	    const struct barev_jid *remote);
+	/*
+	 * A stranger's pipe (BAREV_STRANGER) passed the stranger limits and
+	 * opens: the user may be asked. barev_want() makes it a contact's.
+	 */
+	void (*stranger)(void *arg, const struct barev_jid *local,
 	    const struct barev_jid *remote);
 	/* The pair has one settled, open pipe: stanzas can flow. */
 	void (*up)(void *arg, const struct barev_jid *local,

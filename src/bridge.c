@@ -1,9 +1,11 @@
 #include "config.h"
 
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "bridge.h"
@@ -70,15 +72,28 @@ struct inflight {
 	struct inflight *next;
 };
 
-/* A Barev peer, not a contact, whose pipe is open while its user is asked. */
+/*
+ * A Barev peer, not a contact, that asked a user: one open subscription
+ * request (a row of the pending table), found by (user, peer) in a tree.
+ */
 struct stranger {
 	struct bridge *b;
 	char *user_jid;
 	struct barev_jid who;
 	struct shown seen; /* its presence, shown once the user accepts */
-	int64_t last_asked;
-	struct event *ev_timeout;
-	struct stranger *next;
+	int64_t last_asked; /* it expires request_lifetime after this */
+	struct event *ev_timeout; /* closes its pipe after request_timeout */
+	struct asker *asker;
+	TAILQ_ENTRY(stranger) by_age; /* all requests, oldest asked first */
+	TAILQ_ENTRY(stranger) mine; /* its user's, oldest asked first */
+};
+TAILQ_HEAD(stranger_list, stranger);
+
+/* One user's open requests, for the bounds per user and per /64. */
+struct asker {
+	char *user_jid;
+	unsigned n;
+	struct stranger_list list;
 };
 
 /*
@@ -126,7 +141,10 @@ struct bridge {
 	/* Oldest first: confirmations come in sending order. */
 	struct inflight *inflight;
 	struct inflight **inflight_tail;
-	struct stranger *strangers;
+	void *strangers; /* tsearch tree of struct stranger by (user, peer) */
+	void *askers; /* tsearch tree of struct asker by user */
+	struct stranger_list requests; /* oldest asked first */
+	struct event *ev_requests; /* the oldest request's expiry */
 	struct typing *typing;
 	struct event *ev_typing;
 	struct event *ev_expire;
@@ -568,21 +586,107 @@ contact_save(struct bridge *b, struct user *u, struct contact *c)
 		log_err("bridge: could not save contact of %s", u->jid);
 }
 
-static struct stranger *
-stranger_find(struct bridge *b, const char *user_jid,
-    const struct barev_jid *who, struct stranger ***prevp)
+static int
+stranger_cmp(const void *va, const void *vb)
 {
-	struct stranger **sp, *s;
+	const struct stranger *a = va, *b = vb;
+	int r;
 
-	for (sp = &b->strangers; (s = *sp) != NULL; sp = &s->next) {
-		if (strcmp(s->user_jid, user_jid) == 0 &&
-		    barev_jid_equal_nocase(&s->who, who)) {
-			if (prevp != NULL)
-				*prevp = sp;
-			return s;
-		}
+	if ((r = strcmp(a->user_jid, b->user_jid)) != 0)
+		return r;
+	if ((r = memcmp(&a->who.addr, &b->who.addr, 16)) != 0)
+		return r;
+	return strcasecmp(a->who.nick, b->who.nick);
+}
+
+static int
+asker_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct asker *)a)->user_jid,
+	    ((const struct asker *)b)->user_jid);
+}
+
+static struct stranger *
+stranger_find(
+    struct bridge *b, const char *user_jid, const struct barev_jid *who)
+{
+	struct stranger key, **found;
+
+	key.user_jid = (char *)user_jid;
+	key.who = *who;
+	found = tfind(&key, &b->strangers, stranger_cmp);
+	return found != NULL ? *found : NULL;
+}
+
+static struct asker *
+asker_get(struct bridge *b, const char *user_jid)
+{
+	struct asker key, *a, **found;
+
+	key.user_jid = (char *)user_jid;
+	if ((found = tfind(&key, &b->askers, asker_cmp)) != NULL)
+		return *found;
+	a = xcalloc(1, sizeof(*a));
+	a->user_jid = xstrdup(user_jid);
+	TAILQ_INIT(&a->list);
+	tsearch(a, &b->askers, asker_cmp);
+	return a;
+}
+
+static void on_stranger_timeout(evutil_socket_t, short, void *);
+
+/* A new record, the newest asked of its user and of all (last_asked = now). */
+static struct stranger *
+stranger_new(struct bridge *b, const char *user_jid,
+    const struct barev_jid *who, int64_t last_asked)
+{
+	struct stranger *s = xcalloc(1, sizeof(*s));
+
+	s->b = b;
+	s->user_jid = xstrdup(user_jid);
+	s->who = *who;
+	s->last_asked = last_asked;
+	s->ev_timeout = evtimer_new(b->base, on_stranger_timeout, s);
+	s->asker = asker_get(b, user_jid);
+	s->asker->n++;
+	TAILQ_INSERT_TAIL(&s->asker->list, s, mine);
+	TAILQ_INSERT_TAIL(&b->requests, s, by_age);
+	tsearch(s, &b->strangers, stranger_cmp);
+	return s;
+}
+
+/* Asked again now: the newest of its user and of all. */
+static void
+stranger_touch(struct stranger *s, int64_t now)
+{
+	struct bridge *b = s->b;
+
+	s->last_asked = now;
+	TAILQ_REMOVE(&s->asker->list, s, mine);
+	TAILQ_INSERT_TAIL(&s->asker->list, s, mine);
+	TAILQ_REMOVE(&b->requests, s, by_age);
+	TAILQ_INSERT_TAIL(&b->requests, s, by_age);
+}
+
+/* Frees the record only (not its row, not its pipe). */
+static void
+stranger_free(struct stranger *s)
+{
+	struct bridge *b = s->b;
+	struct asker *a = s->asker;
+
+	tdelete(s, &b->strangers, stranger_cmp);
+	TAILQ_REMOVE(&b->requests, s, by_age);
+	TAILQ_REMOVE(&a->list, s, mine);
+	if (--a->n == 0) {
+		tdelete(a, &b->askers, asker_cmp);
+		free(a->user_jid);
+		free(a);
 	}
-	return NULL;
+	event_free(s->ev_timeout);
+	shown_clear(&s->seen);
+	free(s->user_jid);
+	free(s);
 }
 
 static void
@@ -592,17 +696,84 @@ stranger_forget(
 	/* who_arg may point into the record freed below. */
 	struct barev_jid who = *who_arg;
 	char *jid = xstrdup(user_jid);
-	struct stranger **sp, *s = stranger_find(b, jid, &who, &sp);
+	struct stranger *s = stranger_find(b, jid, &who);
 
-	if (s != NULL) {
-		*sp = s->next;
-		event_free(s->ev_timeout);
-		shown_clear(&s->seen);
-		free(s->user_jid);
-		free(s);
-	}
+	if (s != NULL)
+		stranger_free(s);
 	store_pending_del(b->st, jid, &who);
 	free(jid);
+}
+
+/*
+ * The request goes without an answer: the user's client is told (a
+ * contact's unsubscribe retracts its request), the pipe closes, the row
+ * and the record go.
+ */
+static void
+stranger_drop(struct bridge *b, struct stranger *s, const char *reason)
+{
+	struct user *u = users_get(b->users, s->user_jid);
+	char who[BAREV_JID_STRLEN], subnet[ADDR_STRLEN];
+	struct in6_addr net = s->who.addr;
+
+	memset(&net.s6_addr[8], 0, 8);
+	log_info("bridge: request dropped reason=%s user=%s peer=%s "
+		 "subnet=%s/64",
+	    reason, s->user_jid, barev_jid_format(&s->who, who),
+	    addr_format(&net, subnet));
+	presence_from_contact(b, &s->who, s->user_jid, "unsubscribe", NULL);
+	if (u != NULL && user_contact(u, &s->who) == NULL)
+		b->net.unwant(b->net.barev_arg, &u->id, &s->who);
+	stranger_forget(b, s->user_jid, &s->who);
+}
+
+/* The timer follows the oldest request's expiry. */
+static void
+requests_arm(struct bridge *b)
+{
+	struct stranger *s = TAILQ_FIRST(&b->requests);
+	double left;
+
+	if (s == NULL) {
+		evtimer_del(b->ev_requests);
+		return;
+	}
+	left = (double)s->last_asked + b->conf->request_lifetime -
+	    (double)time(NULL);
+	timer_after(b->ev_requests, left > 0 ? left : 0);
+}
+
+static void
+on_requests(evutil_socket_t fd, short what, void *arg)
+{
+	struct bridge *b = arg;
+	struct stranger *s;
+	int64_t now = (int64_t)time(NULL);
+
+	while ((s = TAILQ_FIRST(&b->requests)) != NULL &&
+	    (double)(now - s->last_asked) >= b->conf->request_lifetime)
+		stranger_drop(b, s, "expired");
+	requests_arm(b);
+}
+
+/* Open requests of u's from who's /64 (at most requests_per_user to look at). */
+static unsigned
+requests_from_subnet(
+    struct bridge *b, const char *user_jid, const struct in6_addr *who)
+{
+	struct asker key, **found;
+	struct stranger *s;
+	unsigned n = 0;
+
+	key.user_jid = (char *)user_jid;
+	if ((found = tfind(&key, &b->askers, asker_cmp)) == NULL)
+		return 0;
+	for (s = TAILQ_FIRST(&(*found)->list); s != NULL;
+	     s = TAILQ_NEXT(s, mine)) {
+		if (memcmp(&s->who.addr, who, 8) == 0)
+			n++;
+	}
+	return n;
 }
 
 /* The user's subscribe or subscribed to a contact JID: make it a contact. */
@@ -610,7 +781,7 @@ static struct contact *
 contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 {
 	struct contact *c = user_contact(u, who);
-	struct stranger *s = stranger_find(b, u->jid, who, NULL);
+	struct stranger *s = stranger_find(b, u->jid, who);
 	int up;
 
 	if (c == NULL)
@@ -754,7 +925,7 @@ presence_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	    strcmp(type, "unsubscribed") == 0) {
 		if (c != NULL)
 			contact_drop(b, u, c, bare);
-		else if (stranger_find(b, u->jid, who, NULL) != NULL) {
+		else if (stranger_find(b, u->jid, who) != NULL) {
 			/* A refused stranger: its pipe closes, the request goes. */
 			stranger_forget(b, u->jid, who);
 			b->net.unwant(b->net.barev_arg, &u->id, who);
@@ -1354,19 +1525,20 @@ static void
 unregister(struct bridge *b, struct user *u)
 {
 	struct contact *c;
-	struct stranger *s, *next;
+	struct asker key, **found;
+	struct stranger *s;
 	char *bare = xstrdup(u->jid);
 
 	log_info("bridge: unregistered jid=%s", bare);
 
 	while ((c = u->contacts) != NULL)
 		contact_drop(b, u, c, bare);
-	for (s = b->strangers; s != NULL; s = next) {
-		next = s->next;
-		if (strcmp(s->user_jid, bare) == 0) {
-			b->net.unwant(b->net.barev_arg, &u->id, &s->who);
-			stranger_forget(b, bare, &s->who);
-		}
+	key.user_jid = bare;
+	/* The last record frees the asker: look it up each time. */
+	while ((found = tfind(&key, &b->askers, asker_cmp)) != NULL) {
+		s = TAILQ_FIRST(&(*found)->list);
+		b->net.unwant(b->net.barev_arg, &u->id, &s->who);
+		stranger_forget(b, bare, &s->who);
 	}
 	store_user_del(b->st, bare);
 	users_remove(b->users, u);
@@ -2262,43 +2434,78 @@ on_stranger_timeout(evutil_socket_t fd, short what, void *arg)
 		b->net.unwant(b->net.barev_arg, &u->id, &s->who);
 }
 
+/* A new request past requests_per_user: the user's oldest goes first. */
+static void
+requests_make_room(struct bridge *b, const char *user_jid)
+{
+	struct asker key, **found;
+
+	key.user_jid = (char *)user_jid;
+	while ((found = tfind(&key, &b->askers, asker_cmp)) != NULL &&
+	    (*found)->n >= (unsigned)b->conf->requests_per_user)
+		stranger_drop(
+		    b, TAILQ_FIRST(&(*found)->list), "too-many-requests");
+}
+
 static void
 ask_user(struct bridge *b, struct user *u, const struct barev_jid *who)
 {
-	struct stranger *s = stranger_find(b, u->jid, who, NULL);
+	struct stranger *s = stranger_find(b, u->jid, who);
 	int64_t now = (int64_t)time(NULL);
 
 	if (s == NULL) {
-		s = xcalloc(1, sizeof(*s));
-		s->b = b;
-		s->user_jid = xstrdup(u->jid);
-		s->who = *who;
-		s->ev_timeout = evtimer_new(b->base, on_stranger_timeout, s);
-		s->next = b->strangers;
-		b->strangers = s;
+		requests_make_room(b, u->jid);
+		s = stranger_new(b, u->jid, who, 0);
 	}
 	timer_after(s->ev_timeout, b->conf->request_timeout);
 	if (s->last_asked != 0 &&
 	    now - s->last_asked < (int64_t)b->conf->request_interval)
 		return;
-	s->last_asked = now;
+	stranger_touch(s, now);
+	requests_arm(b);
 	batch_commit(b);
 	store_pending_put(b->st, u->jid, who, now);
 	presence_from_contact(b, who, u->jid, "subscribe", NULL);
 }
 
+/*
+ * A stranger is let in while its /64 has fewer than requests_per_subnet
+ * open requests to that user, or is one of them: a peer churning nicks or
+ * addresses in its /64 asks a user that many times, not for ever.
+ */
 static enum barev_verdict
 cb_allow(
     void *arg, const struct barev_jid *local, const struct barev_jid *remote)
 {
 	struct bridge *b = arg;
 	struct user *u = users_by_id(b->users, local);
+	char subnet[ADDR_STRLEN];
+	struct in6_addr net = remote->addr;
 
 	if (u == NULL || u->refused)
 		return BAREV_DENY;
-	if (user_contact(u, remote) == NULL)
+	if (user_contact(u, remote) != NULL)
+		return BAREV_ALLOW;
+	if (stranger_find(b, u->jid, remote) != NULL ||
+	    requests_from_subnet(b, u->jid, &remote->addr) <
+		(unsigned)b->conf->requests_per_subnet)
+		return BAREV_STRANGER;
+	memset(&net.s6_addr[8], 0, 8);
+	log_info("bridge: request refused reason=too-many-requests-per-subnet "
+		 "user=%s subnet=%s/64",
+	    u->jid, addr_format(&net, subnet));
+	return BAREV_DENY;
+}
+
+static void
+cb_stranger(
+    void *arg, const struct barev_jid *local, const struct barev_jid *remote)
+{
+	struct bridge *b = arg;
+	struct user *u = users_by_id(b->users, local);
+
+	if (u != NULL)
 		ask_user(b, u, remote);
-	return BAREV_ALLOW;
 }
 
 static void
@@ -2391,7 +2598,7 @@ static void
 stranger_presence(struct bridge *b, struct user *u, const struct barev_jid *who,
     xmpp_stanza_t *st)
 {
-	struct stranger *s = stranger_find(b, u->jid, who, NULL);
+	struct stranger *s = stranger_find(b, u->jid, who);
 	struct shown next;
 
 	if (s == NULL || barev_shown(st, &next) == -1)
@@ -2530,6 +2737,7 @@ cb_refused(void *arg, const struct barev_jid *local,
 const struct barev_cb bridge_barev_cb = {
 	cb_lookup_local,
 	cb_allow,
+	cb_stranger,
 	cb_up,
 	cb_down,
 	cb_stanza,
@@ -2576,20 +2784,12 @@ load_user(void *arg, const struct store_user *su)
 	return store_contacts_each(l->b->st, su->jid, load_contact, l) == -1;
 }
 
+/* Rows come oldest asked first, as the lists keep them. */
 static int
 load_pending(void *arg, const char *user_jid, const struct barev_jid *who,
     int64_t created, int64_t last_asked)
 {
-	struct bridge *b = arg;
-	struct stranger *s = xcalloc(1, sizeof(*s));
-
-	s->b = b;
-	s->user_jid = xstrdup(user_jid);
-	s->who = *who;
-	s->last_asked = last_asked;
-	s->ev_timeout = evtimer_new(b->base, on_stranger_timeout, s);
-	s->next = b->strangers;
-	b->strangers = s;
+	stranger_new(arg, user_jid, who, last_asked);
 	return 0;
 }
 
@@ -2600,7 +2800,8 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 {
 	struct bridge *b = xcalloc(1, sizeof(*b));
 	struct load l = { b, NULL, 0 };
-	int queued;
+	int64_t live = (int64_t)time(NULL) - (int64_t)conf->request_lifetime;
+	int queued, expired;
 
 	b->base = base;
 	b->ctx = ctx;
@@ -2619,8 +2820,12 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->ev_delivered = evtimer_new(base, on_delivered, b);
 	b->added_tail = &b->added;
 	b->inflight_tail = &b->inflight;
+	TAILQ_INIT(&b->requests);
+	b->ev_requests = evtimer_new(base, on_requests, b);
+	/* A request older than request_lifetime is not loaded: it is gone. */
 	if (store_users_each(st, load_user, &l) != 0 ||
-	    store_pending_each(st, load_pending, b) != 0 ||
+	    (expired = store_pending_expire(st, live)) == -1 ||
+	    store_pending_each(st, live, load_pending, b) != 0 ||
 	    (queued = store_msg_count(st)) == -1) {
 		xasprintf(
 		    cause, "cannot load the state from %s", conf->storage_path);
@@ -2629,6 +2834,9 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	}
 	if (queued > 0)
 		log_info("bridge: %d stored messages will be sent", queued);
+	if (expired > 0)
+		log_info("bridge: %d expired requests deleted", expired);
+	requests_arm(b);
 	timer_after(b->ev_expire, 1.0);
 	return b;
 }
@@ -2661,8 +2869,10 @@ bridge_set_conf(struct bridge *b, const struct conf *conf)
 	b->conf = conf;
 	users_each(b->users, recheck_access, b);
 	/* A stranger being asked waits no longer than the new timeout. */
-	for (s = b->strangers; s != NULL; s = s->next)
-		timer_shorten(s->ev_timeout, conf->request_timeout);
+	TAILQ_FOREACH(s, &b->requests, by_age)
+	timer_shorten(s->ev_timeout, conf->request_timeout);
+	/* request_lifetime may have changed. */
+	requests_arm(b);
 	if (conf->message_lifetime == b->lifetime)
 		return;
 	/* Queued messages too: each expires lifetime after it was written. */
@@ -2694,13 +2904,10 @@ bridge_free(struct bridge *b)
 		b->inflight = in->next;
 		inflight_free(in);
 	}
-	while ((s = b->strangers) != NULL) {
-		b->strangers = s->next;
-		event_free(s->ev_timeout);
-		shown_clear(&s->seen);
-		free(s->user_jid);
-		free(s);
-	}
+	while ((s = TAILQ_FIRST(&b->requests)) != NULL)
+		stranger_free(s);
+	if (b->ev_requests != NULL)
+		event_free(b->ev_requests);
 	while ((t = b->typing) != NULL) {
 		b->typing = t->next;
 		free(t->user_jid);

@@ -56,6 +56,8 @@ struct conf {
 	double refused_redial_max;
 	int allow_any_address;
 	double request_timeout;
+	double request_lifetime;
+	double stranger_silence;
 
 	int max_stanza_bytes;
 	int max_depth;
@@ -63,9 +65,14 @@ struct conf {
 	int max_pipes;
 	int max_pipes_per_address;
 	int inbound_per_minute;
+	int max_pipes_per_subnet; /* inbound, per remote /64 */
+	int inbound_per_minute_per_subnet;
+	int max_stranger_pipes;
 	int dials_concurrent;
 	int dials_per_second;
 	double request_interval;
+	int requests_per_user;
+	int requests_per_subnet; /* open requests per user from one /64 */
 
 	char *storage_path;
 	int storage_path_line; /* where it was set; 0: the default */

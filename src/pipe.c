@@ -1018,6 +1018,12 @@ pipe_remote(const struct pipe *p)
 	return p->have_identity ? &p->remote : NULL;
 }
 
+int
+pipe_heard(const struct pipe *p)
+{
+	return p->heard;
+}
+
 double
 pipe_opened_at(const struct pipe *p)
 {

@@ -111,6 +111,8 @@ enum pipe_dir pipe_dir(const struct pipe *p);
 const struct in6_addr *pipe_peer(const struct pipe *p);
 const struct barev_jid *pipe_local(const struct pipe *p);
 const struct barev_jid *pipe_remote(const struct pipe *p);
+/* Whether the peer has sent any stanza since the stream headers. */
+int pipe_heard(const struct pipe *p);
 /* Monotonic seconds when the pipe opened, 0 if it never did. */
 double pipe_opened_at(const struct pipe *p);
 /* The owner's link to its bookkeeping (the pair), or NULL. */

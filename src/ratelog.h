@@ -20,7 +20,7 @@ typedef void (*ratelog_report)(
 struct ratelog *ratelog_new(double window);
 void ratelog_free(struct ratelog *r);
 /*
- * An event of this kind (a short text, e.g. "reason=x net=300:1::/64") at
+ * An event of this kind (a short text, e.g. "reason=x subnet=300:1::/64") at
  * now (seconds): 1 if it is to be logged in full, 0 if it was counted.
  */
 int ratelog_hit(struct ratelog *r, const char *kind, double now);

@@ -151,6 +151,7 @@ enum stmt {
 	S_PENDING_PUT,
 	S_PENDING_DEL,
 	S_PENDING_EACH,
+	S_PENDING_EXPIRE,
 	S_MSG_ADD,
 	S_MSG_EACH_FOR,
 	S_MSG_TO_XMPP,
@@ -227,7 +228,10 @@ static const struct {
 	    " WHERE user_jid = ?1 AND nick = ?2 AND addr = ?3" },
 	[S_PENDING_EACH] = { "pending each",
 	    "SELECT user_jid, nick, addr, created, last_asked FROM pending"
-	    " ORDER BY created, user_jid, nick, addr" },
+	    " WHERE last_asked > ?1"
+	    " ORDER BY last_asked, created, user_jid, nick, addr" },
+	[S_PENDING_EXPIRE] = { "pending expire",
+	    "DELETE FROM pending WHERE last_asked <= ?1" },
 
 	[S_MSG_ADD] = { "msg add",
 	    "INSERT INTO queue (direction, user_jid, nick, addr, sender,"
@@ -1120,7 +1124,7 @@ pending_row(sqlite3_stmt *s, void *ctx)
 }
 
 int
-store_pending_each(struct store *st,
+store_pending_each(struct store *st, int64_t after,
     int (*fn)(void *arg, const char *user_jid, const struct barev_jid *who,
 	int64_t created, int64_t last_asked),
     void *arg)
@@ -1130,7 +1134,23 @@ store_pending_each(struct store *st,
 
 	if ((s = stmt_get(st, S_PENDING_EACH)) == NULL)
 		return -1;
+	if (bind_int64(s, 1, after) == -1)
+		return bind_failed(st, S_PENDING_EACH, s);
 	return walk(st, S_PENDING_EACH, s, pending_row, &w);
+}
+
+int
+store_pending_expire(struct store *st, int64_t upto)
+{
+	sqlite3_stmt *s;
+
+	if ((s = stmt_get(st, S_PENDING_EXPIRE)) == NULL)
+		return -1;
+	if (bind_int64(s, 1, upto) == -1)
+		return bind_failed(st, S_PENDING_EXPIRE, s);
+	if (run_change(st, S_PENDING_EXPIRE, s) == -1)
+		return -1;
+	return sqlite3_changes(st->db);
 }
 
 /* --- message queue ------------------------------------------------------ */

@@ -131,11 +131,13 @@ int store_pending_put(struct store *st, const char *user_jid,
     const struct barev_jid *who, int64_t now);
 int store_pending_del(
     struct store *st, const char *user_jid, const struct barev_jid *who);
-/* Every pending request, oldest first. */
-int store_pending_each(struct store *st,
+/* Every pending request last asked after the time after, oldest asked first. */
+int store_pending_each(struct store *st, int64_t after,
     int (*fn)(void *arg, const char *user_jid, const struct barev_jid *who,
 	int64_t created, int64_t last_asked),
     void *arg);
+/* Deletes the requests last asked at upto or before; how many, or -1. */
+int store_pending_expire(struct store *st, int64_t upto);
 
 /* message queue (store and forward) */
 /*

@@ -11,10 +11,11 @@
  *	sendc LOCAL REMOTE TOKEN INNER...
  *					barev_send_chat: a chat message with
  *					these children, the same answers
+ *	strangers			non-contacts become strangers, not refused
  *	count				-> "pipes N"
  *	shutdown			barev_shutdown -> "stopped", exit 0
  * Events on stdout, one a line: ready, fatal CAUSE, up LOCAL REMOTE,
- * down LOCAL REMOTE REASON, stanza LOCAL REMOTE XML,
+ * down LOCAL REMOTE REASON, stranger LOCAL REMOTE, stanza LOCAL REMOTE XML,
  * confirmed TOKEN confirmed|assumed|lost, error TEXT.
  * End of input exits at once.
  */
@@ -60,6 +61,7 @@ struct driver {
 	size_t nids;
 	struct pair *contacts;
 	size_t ncontacts;
+	int strangers; /* non-contacts are BAREV_STRANGER */
 
 	int exit_code;
 };
@@ -122,7 +124,21 @@ static enum barev_verdict
 cb_allow(
     void *arg, const struct barev_jid *local, const struct barev_jid *remote)
 {
-	return find_contact(arg, local, remote) ? BAREV_ALLOW : BAREV_DENY;
+	struct driver *d = arg;
+
+	if (find_contact(d, local, remote))
+		return BAREV_ALLOW;
+	return d->strangers ? BAREV_STRANGER : BAREV_DENY;
+}
+
+static void
+cb_stranger(
+    void *arg, const struct barev_jid *local, const struct barev_jid *remote)
+{
+	char l[BAREV_JID_STRLEN], r[BAREV_JID_STRLEN];
+
+	emit("stranger %s %s", barev_jid_format(local, l),
+	    barev_jid_format(remote, r));
 }
 
 static void
@@ -217,6 +233,7 @@ cb_refused(void *arg, const struct barev_jid *local,
 static const struct barev_cb callbacks = {
 	cb_lookup_local,
 	cb_allow,
+	cb_stranger,
 	cb_up,
 	cb_down,
 	cb_stanza,
@@ -291,6 +308,12 @@ cmd_contact(struct driver *d, char *args)
 	d->contacts[d->ncontacts].local = j[0];
 	d->contacts[d->ncontacts].remote = j[1];
 	d->ncontacts++;
+}
+
+static void
+cmd_strangers(struct driver *d, char *args)
+{
+	d->strangers = 1;
 }
 
 static void
@@ -409,6 +432,7 @@ static const struct command {
 } commands[] = {
 	{ "identity", cmd_identity },
 	{ "contact", cmd_contact },
+	{ "strangers", cmd_strangers },
 	{ "want", cmd_want },
 	{ "unwant", cmd_unwant },
 	{ "send", cmd_send },

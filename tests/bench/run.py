@@ -191,6 +191,9 @@ limits = {{
   pipes = {pipes};
   pipes_per_address = {pipes_per_address};
   inbound_per_minute = {inbound_per_minute};
+  # Every bench peer lives in PEER_NET, one /64.
+  pipes_per_subnet = {pipes};
+  inbound_per_minute_per_subnet = 1000000;
   dials_concurrent = {dials_concurrent};
   dials_per_second = {dials_per_second};
 }};

@@ -53,6 +53,53 @@ def mass_addr(i):
 ADDRESSES = ([GW, GW2, NON_YGG] + [peer_addr(i) for i in range(1, 33)]
              + [mass_addr(i) for i in range(1, 51)])
 
+# A whole routed /64, as every Yggdrasil node owns one (300::/8), made
+# local by an "AnyIP" route: a hostile node connects from any of its 2^64
+# addresses, and so can a test, with IPV6_FREEBIND, without adding them.
+FLOOD_SUBNET = "301:dddd:0:1::/64"
+IPV6_FREEBIND = 78
+
+
+def flood_addr(i):
+    """Address number i (0..2^32-1) of FLOOD_SUBNET, in RFC 5952 form."""
+    return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(
+        socket.AF_INET6, "301:dddd:0:1:1:0:%x:%x" % (i >> 16, i & 0xffff)))
+
+
+class Flood:
+    """n connections, number i from src_of(i), each sending header_of(i)
+    and then nothing, as a hostile node does (connections the gateway
+    refused at accept are among socks). Close it to end them."""
+
+    def __init__(self, n, dst, dst_port, header_of, src_of=flood_addr,
+                 timeout=20.0):
+        self.socks = []
+        deadline = time.monotonic() + timeout
+        try:
+            for i in range(n):
+                if time.monotonic() > deadline:
+                    raise AssertionError("flood: %d of %d connections in "
+                                         "%.0fs" % (i, n, timeout))
+                sk = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                self.socks.append(sk)
+                sk.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+                sk.bind((src_of(i), 0))
+                sk.settimeout(3.0)
+                try:
+                    sk.connect((dst, dst_port))
+                    sk.sendall(header_of(i))
+                except OSError:
+                    pass    # refused at accept: closed without a byte
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        for sk in self.socks:
+            sk.close()
+
+    kill_now = close
+
 ENV_NS = "BAREVNET_NS"
 
 _next_port = [20000]
@@ -495,10 +542,14 @@ class Conn:
     kill_now = close
 
 
-def connect(src, dst, dst_port, label=None, rcvbuf=None, timeout=3.0):
-    """A TCP connection from src (bound, as the plugin does) to dst."""
+def connect(src, dst, dst_port, label=None, rcvbuf=None, timeout=3.0,
+            freebind=False):
+    """A TCP connection from src (bound, as the plugin does) to dst;
+    freebind for a source in FLOOD_SUBNET."""
     s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
+        if freebind:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
         if rcvbuf:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.bind((src, 0))
@@ -1021,8 +1072,9 @@ BAREV_DEFAULTS = dict(ping_interval=30.0, ping_timeout=10.0, ping_failures=3,
                       redial_min=0.5, redial_max=4.0, allow_any_address=False)
 LIMITS_DEFAULTS = dict(stanza_bytes=65536, depth=32, output_bytes=1048576,
                        pipes=20000, pipes_per_address=16,
-                       inbound_per_minute=6000, dials_concurrent=64,
-                       dials_per_second=200)
+                       inbound_per_minute=6000,
+                       inbound_per_minute_per_subnet=6000,
+                       dials_concurrent=64, dials_per_second=200)
 
 
 def driver_conf(dirpath, listen, barev=None, limits=None):
@@ -1425,6 +1477,7 @@ def _make_ns(ns):
     if p.returncode != 0:
         return "ip link set lo up: %s" % p.stderr.strip()
     batch = "".join("addr add %s/128 dev lo nodad\n" % a for a in ADDRESSES)
+    batch += "route add local %s dev lo\n" % FLOOD_SUBNET
     p = _ip("-n", ns, "-batch", "-", stdin=batch)
     if p.returncode != 0:
         return "adding addresses: %s" % p.stderr.strip()

@@ -180,9 +180,15 @@ REFUSED_REDIAL_MIN = 3.0
 REFUSED_REDIAL_MAX = 6.0
 
 
+def _conf_lines(extra):
+    """Further keys of a group (none of those the template sets)."""
+    return "".join("  %s = %s;\n" % (k, repr(v) if isinstance(v, float)
+                                     else v) for k, v in (extra or {}).items())
+
+
 def gateway_conf(srv, statedir, listen_ports, component=COMPONENT,
                  address=GW, lifetime=604800, request_timeout=4.0,
-                 ping_timeout=3.0, allowed=()):
+                 ping_timeout=3.0, allowed=(), barev=None, limits=None):
     port = (srv.component_port2 if component == COMPONENT2
             else srv.component_port)
     return """\
@@ -209,11 +215,11 @@ barev = {{
   refused_redial_min = {refused_min!r};
   refused_redial_max = {refused_max!r};
   request_timeout = {request_timeout!r};
-}};
+{barev}}};
 limits = {{
   request_interval = 3600.0;
   inbound_per_minute = 6000;
-}};
+{limits}}};
 storage = {{
   path = "{statedir}/state.db";
   message_lifetime = {lifetime!r};
@@ -230,7 +236,8 @@ access = {{
            request_timeout=float(request_timeout), statedir=statedir,
            refused_min=REFUSED_REDIAL_MIN, refused_max=REFUSED_REDIAL_MAX,
            lifetime=float(lifetime),
-           jids=", ".join('"%s"' % j for j in allowed))
+           jids=", ".join('"%s"' % j for j in allowed),
+           barev=_conf_lines(barev), limits=_conf_lines(limits))
 
 
 EXAMPLE_CONF = os.path.join(h.SRCDIR, "conf", "barev-gateway.conf.example")

@@ -308,6 +308,174 @@ def limit_inbound_per_minute():
         dial_in(s, d, CAROL)
 
 
+# --- a hostile /64 (every Yggdrasil node routes one) ----------------------
+
+def flood_conn(s, d, i, label=None):
+    """A connection from address number i of the flood /64."""
+    return s.add(bn.connect(bn.flood_addr(i), bn.GW, d.port,
+                            label=label or "flood%d" % i, freebind=True))
+
+
+def flood_jid(i, nick="m"):
+    return "%s%d@%s" % (nick, i, bn.flood_addr(i))
+
+
+def log_has(d, regex, timeout=3.0):
+    """The driver's stderr (the engine's log) gets a line matching regex."""
+    rx = re.compile(regex, re.M)
+    deadline = time.monotonic() + timeout
+    while not rx.search(d.log_text()):
+        assert time.monotonic() < deadline, \
+            "no log line /%s/ in %s" % (regex, d.log_path)
+        time.sleep(0.1)
+
+
+def limit_pipes_per_subnet():
+    """limits.pipes_per_subnet: a /64 holds that many inbound pipes from
+    any of its addresses; the next is closed without a byte and the log
+    names the /64; other /64s are not affected."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"pipes_per_subnet": 5},
+                    barev={"handshake_timeout": 20.0})
+        for i in range(5):
+            flood_conn(s, d, i)
+        d.wait_count(5, 3)
+        extra = flood_conn(s, d, 99, "extra")
+        extra.wait_eof(3)
+        assert len(extra.raw) == 0, "received %s" % extra.dump()
+        log_has(d, r"rejected reason=too-many-pipes-per-subnet "
+                r"peer=301:dddd:0:1:1::63 subnet=301:dddd:0:1::/64$")
+        dial_in(s, d, BOB)
+        assert d.count() == 6
+
+
+def limit_inbound_per_minute_per_subnet():
+    """limits.inbound_per_minute_per_subnet: connections from different
+    addresses of one /64 count together; the next is closed without a
+    byte; another /64 is not affected."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"inbound_per_minute_per_subnet": 3},
+                    barev={"handshake_timeout": 20.0})
+        for i in range(3):
+            c = flood_conn(s, d, i)
+            d.wait_count(1, 3)
+            c.close()
+            d.wait_count(0, 3)
+        fourth = flood_conn(s, d, 3, "fourth")
+        fourth.wait_eof(3)
+        assert len(fourth.raw) == 0, "received %s" % fourth.dump()
+        log_has(d, r"rejected reason=rate-limit-per-subnet .*"
+                r"subnet=301:dddd:0:1::/64$")
+        dial_in(s, d, CAROL)
+
+
+def stranger_in(s, d, i, nick="m", presence=True):
+    """Stranger number i of the flood /64 dials alice and is let in."""
+    jid = flood_jid(i, nick)
+    start = d.mark()
+    c = flood_conn(s, d, i, jid)
+    c.send(header(jid, ALICE))
+    c.wait_header()
+    d.wait_line(r"^stranger %s %s$" % (re.escape(ALICE), re.escape(jid)),
+                3, start, "the stranger let in")
+    if presence:
+        c.send(b"<presence/>")
+    return c
+
+
+def stranger_flood():
+    """The lock-out: at a small limits.pipes, 100 strangers from 100
+    addresses of one /64 send a valid header and then nothing. The /64
+    holds at most pipes_per_subnet pipes and alice one stranger pipe from
+    it, closed after stranger_silence; meanwhile a contact dials in, a new
+    contact is dialled, and messages flow both ways."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"pipes": 60, "pipes_per_subnet": 20,
+                               "stranger_pipes": 10},
+                    barev={"handshake_timeout": 20.0,
+                           "stranger_silence": 2.0})
+        d.cmd("strangers")
+        start = d.mark()
+        t0 = time.monotonic()
+        s.add(bn.Flood(100, bn.GW, d.port,
+                       lambda i: header(flood_jid(i), ALICE)))
+        held = d.count()
+        assert held <= 20, "the /64 holds %d pipes" % held
+        c = dial_in(s, d, BOB)
+        lst = s.add(bn.Listener(bn.addr_of(CAROL)))
+        d.want(ALICE, CAROL, lst.port)
+        cc = s.add(lst.accept(5, "carol"))
+        cc.wait_header()
+        cc.send(header(CAROL, ALICE) + b"<presence/>")
+        d.wait_up(ALICE, CAROL, start=start)
+        exchange(d, c, BOB)
+        exchange(d, cc, CAROL)
+        let_in = d.find_lines(r"^stranger ", start)
+        assert len(let_in) == 1, "strangers let in:\n" + d.transcript(start)
+        # The one let in said nothing: closed after stranger_silence.
+        log_has(d, r"closing reason=stranger-silent "
+                r"subnet=301:dddd:0:1::/64$", 6)
+        took = time.monotonic() - t0
+        assert took >= 2.0, "closed %.1fs after the flood began" % took
+        d.wait_count(2, 8, "the flood's pipes gone, the contacts' kept")
+        exchange(d, c, BOB)
+
+
+def stranger_one_per_subnet():
+    """A stranger waiting for alice's answer holds her only stranger pipe
+    from its /64: another nick from the /64 is refused (policy-violation),
+    the same stranger dialling again replaces its own pipe, a stranger
+    that speaks is not closed for silence, and once alice accepts it (a
+    contact now) the /64 may ask again."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"stranger_silence": 1.0})
+        d.cmd("strangers")
+        first = flood_jid(1, "sa")
+        c1 = stranger_in(s, d, 1, "sa")
+        c2 = flood_conn(s, d, 2)
+        c2.send(header(flood_jid(2, "sb"), ALICE))
+        rejected(c2, ("policy-violation",), d, (ALICE, flood_jid(2, "sb")))
+        c2.close()
+        log_has(d, r"rejected reason=stranger-subnet-busy .*"
+                r"subnet=301:dddd:0:1::/64 ")
+        c1b = stranger_in(s, d, 1, "sa")
+        c1.wait_stream_end(3)
+        # It spoke: still open well past stranger_silence.
+        c1b.expect_kept_open(2.0)
+        d.cmd("contact %s %s" % (ALICE, first))
+        d.want(ALICE, first, 1)
+        log_has(d, r"stranger accepted")
+        stranger_in(s, d, 3, "sc")
+        exchange(d, c1b, first)
+
+
+def stranger_pipes_total():
+    """limits.stranger_pipes: strangers from different /64s hold at most
+    that many pipes in total; the next is refused (policy-violation) and a
+    contact still comes in."""
+    with bn.Scope() as s:
+        d = gateway(s, limits={"stranger_pipes": 2},
+                    barev={"stranger_silence": 30.0})
+        d.cmd("strangers")
+        peers = ["x1@%s" % bn.peer_addr(5), "x2@%s" % bn.mass_addr(1),
+                 flood_jid(1, "x")]
+        conns = []
+        for i, p in enumerate(peers):
+            start = d.mark()
+            c = s.add(bn.connect(bn.addr_of(p), bn.GW, d.port, label=p,
+                                 freebind=True))
+            c.send(header(p, ALICE))
+            conns.append(c)
+            if i < 2:
+                c.wait_header()
+                d.wait_line(r"^stranger %s %s$" % (re.escape(ALICE),
+                                                   re.escape(p)), 3, start)
+                c.send(b"<presence/>")
+        rejected(conns[2], ("policy-violation",), d, (ALICE, peers[2]))
+        log_has(d, r"rejected reason=too-many-strangers ")
+        dial_in(s, d, BOB)
+
+
 def accept_times(listener, n, timeout):
     """Accepts n connections; returns (their monotonic arrival times, conns)."""
     times, conns = [], []
@@ -1071,7 +1239,9 @@ def thousand_pipes():
     with bn.Scope() as s:
         d = gateway(s, contacts=[(ALICE, p) for p in peers],
                     limits={"pipes_per_address": 64, "pipes": 20000,
+                            "pipes_per_subnet": 2000,
                             "inbound_per_minute": 100000,
+                            "inbound_per_minute_per_subnet": 100000,
                             "dials_concurrent": 256,
                             "dials_per_second": 2000},
                     barev={"handshake_timeout": 30.0,
@@ -1163,6 +1333,15 @@ TESTS = [
      limit_total_pipes),
     ("limits.inbound_per_minute: per address, without a byte",
      limit_inbound_per_minute),
+    ("limits.pipes_per_subnet: per /64, without a byte",
+     limit_pipes_per_subnet),
+    ("limits.inbound_per_minute_per_subnet: per /64, without a byte",
+     limit_inbound_per_minute_per_subnet),
+    ("a /64 flood of silent strangers: contacts still dial and are dialled",
+     stranger_flood),
+    ("one stranger pipe per user and /64; accepted ones free it",
+     stranger_one_per_subnet),
+    ("limits.stranger_pipes: strangers in total", stranger_pipes_total),
     ("limits.dials_per_second: no storm when many pairs are wanted",
      dial_rate_limited),
     ("limits.dials_concurrent: connects in progress are bounded",

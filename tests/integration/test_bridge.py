@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -1021,6 +1022,195 @@ def strangers(w):
         pipe.wait_end(5)
     gw.check_alive()
     soft.done()
+
+
+# ---------------------------------------------------------------------------
+# A hostile mesh node: every Yggdrasil node routes a whole /64 and can
+# connect from any of its addresses. These scenarios run the gateway with
+# limits of their own on the same state, and restore the usual one after.
+
+def swap_gateway(w, **conf):
+    """The world's gateway, stopped and started again with conf
+    (gateway_conf keywords) on the same state directory."""
+    srv = w.server()
+    if w.gw is not None:
+        w.gw.stop()
+    w.gw = B.GatewayRun(w.dir, srv, "gateway", allowed=B.ALLOWED, **conf)
+    w.gw.start()
+    h.show_log("gateway log", w.gw.log_path)
+    return w.gw
+
+
+def flood_subscribes(u, since):
+    """The subscription requests u got from the flood /64 since a mark."""
+    return [el for el in u.all(is_pres(B.ANY, "subscribe"), since=since)
+            if "301\\3adddd\\3a0\\3a1\\3a" in el.get("from", "")]
+
+
+def subnet_flood(w):
+    """At a small limits.pipes, 100 strangers from 100 addresses of one
+    /64 send alice a valid header and then nothing. A new contact is
+    still dialled, it still dials in, and its messages reach alice both
+    ways; alice is asked at most requests_per_subnet times."""
+    gw = swap_gateway(w, limits={"pipes": 60, "pipes_per_subnet": 20,
+                                 "stranger_pipes": 10,
+                                 "inbound_per_minute_per_subnet": 100000},
+                      barev={"stranger_silence": 2.0})
+    flood = None
+    kim = w.raw_peer(12, "Kim")
+    try:
+        alice = w.registered_user("alice", "Alice")
+        alice.presence()
+        m = alice.mark()
+        t0 = time.monotonic()
+        flood = bn.Flood(100, bn.GW, gw.listen_port, lambda i: header(
+            "m%d@%s" % (i, bn.flood_addr(i)), ALICE_B))
+        B.add_contact(alice, kim.jid)
+        p = kim.expect_dial(ALICE_B)
+        alice.take(is_pres(kim.cjid, None), since=m,
+                   what="Kim's presence during the flood")
+        p.send(b'<message type="chat"><body>through the flood</body>'
+               b'</message>')
+        alice.take(is_msg(kim.cjid, "through the flood"), since=m)
+        alice.message(kim.cjid, "back through it", mid="fl1")
+        p.wait_msg("back through it")
+        h._diag("contact reached through the flood in %.1fs"
+                % (time.monotonic() - t0))
+        # A contact dialling in is taken too (it replaces the pipe).
+        p2 = kim.dial(ALICE_B, gw.listen_port)
+        p2.send(b'<message type="chat"><body>dialled in</body></message>')
+        alice.take(is_msg(kim.cjid, "dialled in"), since=m)
+        subs = flood_subscribes(alice, m)
+        if not 1 <= len(subs) <= 3:
+            raise AssertionError("%d requests from the flood /64 (at most "
+                                 "requests_per_subnet = 3):\n%s"
+                                 % (len(subs), alice.dump(m)))
+        alice.presence(to=kim.cjid, type="unsubscribe")
+        alice.presence(to=kim.cjid, type="unsubscribed")
+        gw.check_alive()
+    finally:
+        if flood is not None:
+            flood.close()
+        kim.close()
+        swap_gateway(w)
+
+
+def churn(addr, nicks, port):
+    """One address opens a short pipe per nick: header, presence, close."""
+    for nick in nicks:
+        jid = "%s@%s" % (nick, addr)
+        c = bn.connect(addr, bn.GW, port, label=jid, freebind=True)
+        try:
+            c.send(header(jid, ALICE_B) + b"<presence/>")
+            c.wait(lambda: c.header_attrs is not None or c.eof, 3,
+                   "an answer to %s" % jid)
+        finally:
+            c.close()
+        # The gateway takes in each close before the next pipe comes.
+        time.sleep(0.1)
+
+
+def withdrawn(w, u, peer, since):
+    """A dropped request is withdrawn with the contact's unsubscribe.
+    Prosody hands that to the client; ejabberd 23.01 does not forward it
+    to the client, so there the gateway's log line and rows are what a
+    test can see."""
+    if w.name == "prosody":
+        u.take(is_pres(B.contact_jid(peer), "unsubscribe"), 3.0,
+               since=since, what="the dropped request withdrawn")
+
+
+def nick_churn(w):
+    """One address sends 30 short pipes with 30 new nicks: alice gets
+    requests_per_subnet requests, and the store holds that many rows. They
+    expire after request_lifetime; a restart deletes the expired rows and
+    loads the live one only."""
+    lifetime = 8.0
+    gw = swap_gateway(w, limits={"requests_per_subnet": 3},
+                      barev={"request_lifetime": lifetime})
+    addr = bn.peer_addr(13)
+    late = "Late@%s" % bn.mass_addr(2)
+    ours = tuple(socket.inet_pton(socket.AF_INET6, a)
+                 for a in (addr, bn.mass_addr(2)))
+
+    def rows():
+        """alice's pending rows from the two addresses of this scenario."""
+        return [r[0] for r in gw.db("SELECT nick, addr FROM pending WHERE "
+                                    "user_jid = ? ORDER BY nick",
+                                    ("alice@localhost",)) if r[1] in ours]
+    try:
+        alice = w.registered_user("alice", "Alice")
+        alice.presence()
+        m = alice.mark()
+        t0 = time.monotonic()
+        churn(addr, ["Churn%d" % i for i in range(30)], gw.listen_port)
+        alice.expect_none(is_pres(B.contact_jid("Churn3@" + addr),
+                                  "subscribe"), 1.0, since=m)
+        subs = [el for el in alice.all(is_pres(B.ANY, "subscribe"), since=m)]
+        got = sorted(B.child_text(el, B.NS_NICK, "nick") for el in subs)
+        assert_eq(got, ["Churn0", "Churn1", "Churn2"],
+                  "the requests alice got from 30 nicks at one address")
+        assert_eq(rows(), ["Churn0", "Churn1", "Churn2"],
+                  "pending rows of that address")
+        # One more, from another /64, 4 s later; then a restart after the
+        # first three expired and before this one does.
+        time.sleep(max(0, t0 + 4.0 - time.monotonic()))
+        churn(bn.mass_addr(2), ["Late"], gw.listen_port)
+        alice.take(is_pres(B.contact_jid(late), "subscribe"), since=m)
+        gw.stop()
+        assert_eq(rows(), ["Churn0", "Churn1", "Churn2", "Late"],
+                  "pending rows while the gateway is stopped")
+        time.sleep(max(0, t0 + lifetime + 1.0 - time.monotonic()))
+        mark = 0
+        gw.start()
+        gw.wait_log(r"bridge: [3-9] expired requests deleted", 5, mark)
+        assert_eq(rows(), ["Late"], "pending rows after the restart")
+        # The live one was loaded: dialling again asks alice nothing new.
+        m2 = alice.mark()
+        churn(bn.mass_addr(2), ["Late"], gw.listen_port)
+        alice.expect_none(is_pres(B.contact_jid(late), "subscribe"), 1.0,
+                          since=m2, what="a second request after a restart")
+        # ... and it expires while the gateway runs: row gone, alice told.
+        left = t0 + 4.0 + lifetime + 3.0 - time.monotonic()
+        gw.wait_log(r"bridge: request dropped reason=expired "
+                    r"user=alice@localhost peer=Late@", max(left, 1.0))
+        assert_eq(rows(), [], "pending rows after the last expired")
+        withdrawn(w, alice, late, m2)
+        # The /64 has room again.
+        m3 = alice.mark()
+        churn(addr, ["Again"], gw.listen_port)
+        alice.take(is_pres(B.contact_jid("Again@" + addr), "subscribe"),
+                   since=m3)
+        gw.check_alive()
+    finally:
+        swap_gateway(w)
+
+
+def requests_per_user(w):
+    """limits.requests_per_user: three strangers from three /64s ask
+    alice; past the bound her oldest request goes first (row, record, and
+    alice is told), the newest stay."""
+    gw = swap_gateway(w, limits={"requests_per_user": 2})
+    peers = ["P1@%s" % bn.peer_addr(14), "P2@%s" % bn.mass_addr(3),
+             "P3@%s" % bn.flood_addr(7)]
+    try:
+        alice = w.registered_user("alice", "Alice")
+        alice.presence()
+        m = alice.mark()
+        for p in peers:
+            nick, addr = p.split("@")
+            churn(addr, [nick], gw.listen_port)
+            alice.take(is_pres(B.contact_jid(p), "subscribe"), since=m)
+        withdrawn(w, alice, peers[0], m)
+        gw.wait_log(r"bridge: request dropped reason=too-many-requests "
+                    r"user=alice@localhost peer=P1@")
+        left = sorted(r[0] for r in gw.db(
+            "SELECT nick FROM pending WHERE user_jid = ?",
+            ("alice@localhost",)))
+        assert_eq(left, ["P2", "P3"], "alice's pending rows")
+        gw.check_alive()
+    finally:
+        swap_gateway(w)
 
 
 # ---------------------------------------------------------------------------
@@ -2090,6 +2280,12 @@ SCENARIOS = [
     ("a contact added by its typeable JID: one roster entry",
      typeable_contact),
     ("strangers: accept, refuse, timeout, stored request", strangers),
+    ("a /64 flood of silent strangers: contacts still reach the user",
+     subnet_flood),
+    ("nick churn: requests bounded per /64, expiring, restart loads live",
+     nick_churn),
+    ("limits.requests_per_user: the oldest request goes first",
+     requests_per_user),
     ("two users share one contact; inbound routed by `to`", shared_contact),
     ("unregister removes everything", unregister),
     ("ad-hoc commands: register, address, contact port, unregister",

@@ -63,7 +63,8 @@ component = {{ jid = "{jid}"; secret = "{secret}"; host = "{host}";
 barev = {{ listen = [ "[::1]:{bport}" ]; allow_any_address = true;
   handshake_timeout = 300; }};
 limits = {{ pipes = 5000; pipes_per_address = 5000;
-  inbound_per_minute = 5000; }};
+  inbound_per_minute = 5000; pipes_per_subnet = 5000;
+  inbound_per_minute_per_subnet = 5000; }};
 storage = {{ path = "{dir}/state.db"; }};
 """.format(jid=server.component_domain, secret=server.secret,
            host=server.host, port=server.component_port, bport=barev_port,

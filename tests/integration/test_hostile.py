@@ -125,7 +125,7 @@ def refusals_summarised(w):
         c.close()
     gw.wait_log(r"rejected reason=not-yggdrasil peer=fd00::5", start=m)
     summary = gw.wait_log(r"pipe: rejected reason=not-yggdrasil "
-                          r"net=fd00::/64 count=(\d+) seconds=\d+ \(summary\)",
+                          r"subnet=fd00::/64 count=(\d+) seconds=\d+ \(summary\)",
                           timeout=15, start=m)
     lines = [ln for ln in log_lines_since(gw, m) if "not-yggdrasil" in ln]
     if len(lines) != 2:

@@ -102,7 +102,11 @@ test_minimal_gets_defaults(void **state)
 	    c->refused_redial_min == 600.0 && c->refused_redial_max == 21600.0);
 	assert_false(c->allow_any_address);
 	assert_true(c->request_timeout == 300.0);
+	assert_true(c->request_lifetime == 604800.0);
+	assert_true(c->stranger_silence == 10.0);
 	assert_true(c->request_interval == 3600.0);
+	assert_int_equal(c->requests_per_user, 20);
+	assert_int_equal(c->requests_per_subnet, 3);
 	assert_true(c->message_lifetime == 604800.0);
 	assert_int_equal(c->max_stanza_bytes, 65536);
 	assert_int_equal(c->max_depth, 32);
@@ -110,6 +114,9 @@ test_minimal_gets_defaults(void **state)
 	assert_int_equal(c->max_pipes, 20000);
 	assert_int_equal(c->max_pipes_per_address, 16);
 	assert_int_equal(c->inbound_per_minute, 60);
+	assert_int_equal(c->max_pipes_per_subnet, 64);
+	assert_int_equal(c->inbound_per_minute_per_subnet, 240);
+	assert_int_equal(c->max_stranger_pipes, 200);
 	assert_int_equal(c->dials_concurrent, 64);
 	assert_int_equal(c->dials_per_second, 50);
 	assert_string_equal(c->storage_path, "/var/lib/barev-gateway/state.db");
@@ -167,7 +174,11 @@ test_every_key_set(void **state)
 	    c->refused_redial_min == 120.0 && c->refused_redial_max == 7200.0);
 	assert_true(c->allow_any_address);
 	assert_true(c->request_timeout == 20.0);
+	assert_true(c->request_lifetime == 2.0);
+	assert_true(c->stranger_silence == 3.0);
 	assert_true(c->request_interval == 60.0);
+	assert_int_equal(c->requests_per_user, 4);
+	assert_int_equal(c->requests_per_subnet, 1);
 	assert_true(c->message_lifetime == 3600.0);
 	assert_int_equal(c->max_stanza_bytes, 4096);
 	assert_int_equal(c->max_depth, 8);
@@ -175,6 +186,9 @@ test_every_key_set(void **state)
 	assert_int_equal(c->max_pipes, 2000);
 	assert_int_equal(c->max_pipes_per_address, 2);
 	assert_int_equal(c->inbound_per_minute, 5);
+	assert_int_equal(c->max_pipes_per_subnet, 9);
+	assert_int_equal(c->inbound_per_minute_per_subnet, 11);
+	assert_int_equal(c->max_stranger_pipes, 13);
 	assert_int_equal(c->dials_concurrent, 3);
 	assert_int_equal(c->dials_per_second, 7);
 	assert_string_equal(c->storage_path, "/tmp/x.db");
@@ -186,8 +200,9 @@ test_every_key_set(void **state)
 	assert_string_equal(c->access_jids.v[0], "guest@example.com");
 	/* access.admins gates nothing yet: accepted, with a warning. */
 	assert_non_null(c->warning);
+	/* Keeping it at the end of full.conf keeps this line number. */
 	assert_non_null(
-	    strstr(c->warning, "full.conf:42: key 'access.admins'"));
+	    strstr(c->warning, "full.conf:49: key 'access.admins'"));
 	assert_non_null(strstr(c->warning, "ignored"));
 	conf_free(c);
 	unlink(secret);

@@ -465,7 +465,7 @@ test_reopen_keeps_everything(void **state)
 	assert_int_equal(gs.g[1].sub_from, 0);
 
 	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(store_pending_each(fx->st, got_pending, &gs), 0);
+	assert_int_equal(store_pending_each(fx->st, 0, got_pending, &gs), 0);
 	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].user_jid, JULIET);
 	assert_string_equal(gs.g[0].nick, "Sue");
@@ -701,7 +701,7 @@ test_user_del_cascades(void **state)
 	assert_int_equal(
 	    store_contacts_each(fx->st, ROMEO, got_contact, &gs), 0);
 	assert_int_equal(gs.n, 0);
-	assert_int_equal(store_pending_each(fx->st, got_pending, &gs), 0);
+	assert_int_equal(store_pending_each(fx->st, 0, got_pending, &gs), 0);
 	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].user_jid, JULIET);
 	assert_int_equal(store_msg_count(fx->st), 1);
@@ -824,23 +824,52 @@ test_pending(void **state)
 	assert_int_equal(store_pending_put(fx->st, JULIET, &bob, 1100), 0);
 	/* Asking again keeps created, moves last_asked, takes the new case. */
 	assert_int_equal(store_pending_put(fx->st, ROMEO, &SUE, 1500), 0);
-	assert_int_equal(store_pending_each(fx->st, got_pending, &gs), 0);
+	/* Oldest asked first: the order in which they expire. */
+	assert_int_equal(store_pending_each(fx->st, 0, got_pending, &gs), 0);
 	assert_int_equal(gs.n, 2);
-	assert_string_equal(gs.g[0].user_jid, ROMEO);
+	assert_string_equal(gs.g[0].user_jid, JULIET);
+	assert_string_equal(gs.g[0].nick, "bob");
+	assert_int_equal(gs.g[0].created, 1100);
+	assert_string_equal(gs.g[1].user_jid, ROMEO);
+	assert_string_equal(gs.g[1].nick, "SUE");
+	assert_string_equal(gs.g[1].addr, "203::3");
+	assert_int_equal(gs.g[1].created, 1000);
+	assert_int_equal(gs.g[1].last_asked, 1500);
+	/* Only live ones: asked after the time given. */
+	memset(&gs, 0, sizeof(gs));
+	assert_int_equal(store_pending_each(fx->st, 1100, got_pending, &gs), 0);
+	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].nick, "SUE");
-	assert_string_equal(gs.g[0].addr, "203::3");
-	assert_int_equal(gs.g[0].created, 1000);
-	assert_int_equal(gs.g[0].last_asked, 1500);
-	assert_string_equal(gs.g[1].user_jid, JULIET);
-	assert_string_equal(gs.g[1].nick, "bob");
-	assert_int_equal(gs.g[1].created, 1100);
 
 	assert_int_equal(store_pending_del(fx->st, ROMEO, &sue), 0);
 	assert_int_equal(store_pending_del(fx->st, ROMEO, &sue), 1);
 	memset(&gs, 0, sizeof(gs));
-	assert_int_equal(store_pending_each(fx->st, got_pending, &gs), 0);
+	assert_int_equal(store_pending_each(fx->st, 0, got_pending, &gs), 0);
 	assert_int_equal(gs.n, 1);
 	assert_string_equal(gs.g[0].nick, "bob");
+}
+
+/* Requests expire: the rows asked at or before a time are deleted, counted. */
+static void
+test_pending_expire(void **state)
+{
+	struct fx *fx = *state;
+	struct barev_jid sue = B("Sue@203::3"), bob = B("bob@204::4");
+	struct barev_jid tim = B("Tim@204::5");
+	struct gots gs = { 0 };
+
+	open_ok(fx);
+	add_user(fx->st, ROMEO, "Inky");
+	assert_int_equal(store_pending_put(fx->st, ROMEO, &sue, 1000), 0);
+	assert_int_equal(store_pending_put(fx->st, ROMEO, &bob, 1100), 0);
+	assert_int_equal(store_pending_put(fx->st, ROMEO, &tim, 1200), 0);
+	assert_int_equal(store_pending_expire(fx->st, 999), 0);
+	assert_int_equal(store_pending_expire(fx->st, 1100), 2);
+	assert_int_equal(store_pending_expire(fx->st, 1100), 0);
+	assert_int_equal(store_pending_each(fx->st, 0, got_pending, &gs), 0);
+	assert_int_equal(gs.n, 1);
+	assert_string_equal(gs.g[0].nick, "Tim");
+	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM pending"), 1);
 }
 
 static void
@@ -1266,6 +1295,8 @@ main(void)
 		    test_contact_put_updates, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_contacts_at, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_pending_expire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_queue_order_across_reopen, setup, teardown),
