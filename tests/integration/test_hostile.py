@@ -27,7 +27,8 @@ def mesh_addr(net, host=7):
     namespace's lo: refusals are summarised per /64, so tests that want
     each one logged use one /64 each."""
     a = "203:%x::%x" % (net, host)
-    p = subprocess.run(["ip", "-6", "addr", "add", a + "/128", "dev", "lo"],
+    p = subprocess.run(["ip", "-6", "addr", "add", a + "/128", "dev", "lo",
+                        "nodad"],
                        capture_output=True, text=True)
     if p.returncode != 0 and "already assigned" not in p.stderr:
         raise AssertionError("ip addr add %s: %s" % (a, p.stderr.strip()))
