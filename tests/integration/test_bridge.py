@@ -44,6 +44,7 @@ DOT_NICK, DOT_I = "Dot", 6             # RefPeer: disk full
 OTTO_NICK, OTTO_I = "Otto", 10          # raw peer: server outage
 VIC_NICK, VIC_I = "Vic", 11             # raw peer: gone during a crash
 GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
+PASCAL_NICK, PASCAL_I = "Pascal", 12   # raw peer: the Pascal library
 
 EXPIRY_LIFETIME = 2.0
 EXPIRY_CHECK_EVERY = 60.0   # the gateway looks for expired messages this often
@@ -148,6 +149,53 @@ def expiry_check(w):
     p = ghost_peer.expect_dial(B.barev_of("Alice", GW2), timeout=6)
     p.expect_none(b_is_msg(), 1.5, "a message (it expired)")
     w.gw2.check_alive()
+
+
+# ---------------------------------------------------------------------------
+# A contact on the Pascal library: it never pings, answers no ping, and
+# sends its presence twice. Its own gateway (in place of the expiry one,
+# done by now) pings every second, one second for an answer, two misses.
+
+def pascal_contact_idle(w):
+    """Idle for eight ping intervals, the contact's pipe stays up, alice
+    sees no unavailable/available churn from it, and the peer is told
+    nothing of alice going away and coming back."""
+    srv = w.server()
+    if w.gw2 is not None:
+        w.gw2.stop()
+    w.gw2 = B.GatewayRun(w.dir, srv, "gateway-pascal", component=COMPONENT2,
+                         address=GW2, ping_interval=1.0, ping_timeout=1.0,
+                         ping_failures=2, allowed=B.ALLOWED)
+    w.gw2.start()
+    alice = w.user("alice")
+    alice.presence()
+    B.register(alice, "Alice", gw=COMPONENT2)
+    w.registered[(COMPONENT2, "alice")] = "Alice"
+    peer = w.raw_peer(PASCAL_I, PASCAL_NICK)
+    cj = B.add_contact(alice, peer.jid, gw=COMPONENT2)
+    m = alice.mark()
+    pipe = peer.expect_dial(B.barev_of("Alice", GW2), presence=None,
+                            answer_pings=False)
+    pipe.send(b"<presence/>")
+    time.sleep(0.05)
+    pipe.send(b"<presence/>")
+    alice.take(is_pres(cj, None), since=m, what="the contact's presence")
+    # The server probes the new contact around now; the gateway rightly
+    # answers with the same presence. Let that pass first.
+    time.sleep(1.0)
+    m = alice.mark()
+    soft = B.Soft()
+    soft.check(pipe.expect_none, lambda el: el.tag == C("presence")
+               and el.get("type") == "unavailable", 8.0,
+               "unavailable presence")
+    soft.check(alice.expect_none, is_pres(cj, B.ANY), 0.5, since=m,
+               what="presence churn from the idle contact")
+    if not pipe.alive() or pipe.c.stream_end or not pipe.c.poke():
+        soft.problems.append("the gateway closed the idle pipe: %s"
+                             % pipe.c.dump())
+    soft.done()
+    w.gw2.check_alive()
+    w.gw2.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -1366,6 +1414,8 @@ SCENARIOS = [
     ("disk full: each message delivered or refused, then flowing again",
      disk_full, 90),
     ("expiry: the sender gets recipient-unavailable", expiry_check, 90),
+    ("a Pascal contact idle: pipe kept, no presence churn",
+     pascal_contact_idle),
     ("a contact gone during a crash is shown offline after it",
      stale_after_crash),
     # Last: the server restarts, and every user's session with it.
