@@ -91,7 +91,14 @@ struct pipe {
 	int heard;
 	int silence_logged;
 	double last_rx;
+	/* The silence that ended with the newest read. */
+	double rx_gap;
 	enum ping_habit habit;
+	/*
+	 * The longest silence the peer let pass before pinging us, 0 if it
+	 * never did: its own pace, which our pings must not undercut.
+	 */
+	double peer_cadence;
 	unsigned ping_misses;
 	int ping_pending;
 	unsigned ping_seq;
@@ -513,6 +520,21 @@ note_silence(struct pipe *p, double now)
 	return -1;
 }
 
+/* How long the peer may be silent before we ping it. */
+static double
+idle_allowed(const struct pipe *p)
+{
+	/*
+	 * A peer that pings us keeps the pipe alive at its own pace (the
+	 * Pidgin plugin after 60-90 s of silence, at random), and each ping
+	 * it receives shows the pinger as available for a moment: ping it
+	 * only once it has been silent twice as long as it ever was.
+	 */
+	if (2 * p->peer_cadence > p->params->ping_interval)
+		return 2 * p->peer_cadence;
+	return p->params->ping_interval;
+}
+
 /* Our keepalive ping went unanswered; -1 if that closed the pipe. */
 static int
 ping_missed(struct pipe *p)
@@ -544,7 +566,7 @@ ping_missed(struct pipe *p)
 static double
 keepalive_ping(struct pipe *p, double now)
 {
-	double idle = now - p->last_rx;
+	double idle = now - p->last_rx, allowed = idle_allowed(p);
 
 	if (p->ping_pending) {
 		if (now - p->ping_sent_at < p->params->ping_timeout)
@@ -557,8 +579,8 @@ keepalive_ping(struct pipe *p, double now)
 	}
 	if (p->habit == HABIT_DEAF)
 		return -1;
-	if (idle < p->params->ping_interval)
-		return p->params->ping_interval - idle;
+	if (idle < allowed)
+		return allowed - idle;
 	send_ping(p);
 	return p->params->ping_timeout;
 }
@@ -671,6 +693,8 @@ handle_iq(struct pipe *p, xmpp_stanza_t *st)
 	    (stanza_child(st, "ping", NS_PING) != NULL ||
 		stanza_child(st, "ping", NS_YGGB_PING) != NULL)) {
 		answer_iq(p, st, NULL);
+		if (p->rx_gap > p->peer_cadence)
+			p->peer_cadence = p->rx_gap;
 		set_habit(p, HABIT_ANSWERS, "pinged us");
 		return 1;
 	}
@@ -772,6 +796,7 @@ on_read(evutil_socket_t fd, short what, void *arg)
 	struct pipe *p = arg;
 	char buf[READ_CHUNK];
 	ssize_t n;
+	double now;
 
 	n = recv(fd, buf, sizeof(buf), 0);
 	if (n < 0) {
@@ -789,7 +814,9 @@ on_read(evutil_socket_t fd, short what, void *arg)
 		    p, p->state == PIPE_CLOSING ? p->close_reason : "eof");
 		return;
 	}
-	p->last_rx = clock_now();
+	now = clock_now();
+	p->rx_gap = now - p->last_rx;
+	p->last_rx = now;
 	p->ping_pending = 0;
 	p->ping_misses = 0;
 	/* While closing, a stopped parser just drains, so that close sends no reset. */

@@ -848,6 +848,55 @@ def pascal_vanishes():
         assert took <= 6.0, "down %.1fs after the peer vanished" % took
 
 
+def plugin_idle_five_minutes():
+    """An away user and a plugin-like peer, idle for five minutes at the
+    ping settings conf/barev-gateway.conf.example ships: the plugin pings
+    after 60-90 s of silence itself (here 90, 60, 85, 70 s: the extremes
+    first), and every ping it receives shows the pinger as available, so
+    the gateway must send it no ping and no presence at all in that time
+    (each would be an available/away pair in Pidgin), and neither side
+    closes the pipe."""
+    settings = bn.example_ping_settings()
+    with bn.Scope() as s:
+        d = gateway(s, barev=settings)
+        p = s.add(bn.RefPeer(BOB, [ALICE], self_ping=[90, 60, 85, 70]))
+        p.listen()
+        start = d.mark()
+        d.want(ALICE, BOB, p.port)
+        d.wait_up(ALICE, BOB, start=start)
+        d.send_ok(ALICE, BOB, "<presence><show>away</show>"
+                  "<status>lunch</status></presence>")
+        p.wait_stanza(ALICE, lambda e: bn.name_of(e) == "presence"
+                      and "away" in bn.show(e), 3, "the away presence")
+        n0 = len(p.events)
+        t0 = time.monotonic()
+
+        def trouble():
+            for _t, w, detail in p.events[n0:]:
+                if w in ("ping-answered", "closed", "keepalive-closed"):
+                    return "%s %s" % (w, detail)
+                if w == "stanza":
+                    return "a stanza: %s" % detail
+            return None
+        while time.monotonic() - t0 < 300:
+            with p.cond:
+                bad = trouble()
+            assert bad is None, \
+                "%.0fs into the idle pipe (settings %s): %s; peer events: %s" \
+                % (time.monotonic() - t0, settings, bad, p.describe())
+            time.sleep(1.0)
+        with p.cond:
+            pinged = [e for e in p.events[n0:] if e[1] == "self-ping"]
+            answered = [e for e in p.events[n0:]
+                        if e[1] == "self-ping-answered"]
+        assert len(pinged) >= 3 and len(answered) == len(pinged), \
+            "the plugin's own pings: %d sent, %d answered: %s" \
+            % (len(pinged), len(answered), p.describe())
+        assert not d.find_lines(r"^down ", start), \
+            "down while idle:\n" + d.transcript(start)
+        exchange_ref(d, p)
+
+
 def redial_backoff():
     """After a wanted pipe is lost, the gateway redials with growing delays
     (redial_min 0.5 s, capped at redial_max 2 s, never a tight loop) while
@@ -1207,6 +1256,8 @@ TESTS = [
      pascal_idle),
     ("a Pascal peer that vanishes: found by TCP keepalive",
      pascal_vanishes),
+    ("a plugin-like peer idle 5 min at the shipped ping settings: "
+     "no ping, no presence", plugin_idle_five_minutes, 400),
     ("redial with growing delays, up when the peer is back",
      redial_backoff, 90),
     ("oversized stanza: policy-violation, only that pipe", oversized_stanza),
@@ -1226,4 +1277,6 @@ TESTS = [
 ]
 
 if __name__ == "__main__":
+    # One test idles for five minutes at the shipped ping settings.
+    os.environ.setdefault("TEST_TOTAL_TIMEOUT", "900")
     bn.main(TESTS)

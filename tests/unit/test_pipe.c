@@ -395,6 +395,43 @@ test_mute_peer_is_closed(void **state)
 }
 
 /*
+ * The Pidgin plugin pings a pipe silent for 60-90 s itself, and each ping
+ * it receives shows the pinger as available for a moment: a peer that
+ * pings us is not pinged while it keeps its own pace, even a pace slower
+ * than our ping_interval (here 1 s, the peer's pings 0.9 then 1.4 s apart).
+ */
+static void
+test_peer_that_pings_is_not_pinged(void **state)
+{
+	static char got[16384];
+	char ping[128];
+	struct pipe_params params = default_params;
+	struct fx f;
+	int i;
+
+	params.ping_interval = 1.0;
+	params.ping_timeout = 0.5;
+	params.ping_failures = 2;
+	fx_open_with(&f, SOCK_STREAM, &params);
+	bob_writes(&f, "<presence/>");
+	got[0] = '\0';
+	run_for(&f, 0.9);
+	for (i = 0; i < 4; i++) {
+		snprintf(ping, sizeof(ping),
+		    "<iq type=\"get\" id=\"bob-%d\"><ping "
+		    "xmlns=\"urn:xmpp:ping\"/></iq>",
+		    i);
+		bob_writes(&f, ping);
+		run_for(&f, 1.4);
+	}
+	bob_reads(&f, got, sizeof(got));
+	assert_int_equal(count(got, "type=\"result\""), 4);
+	assert_int_equal(keepalive_pings(got), 0);
+	assert_int_equal(pipe_state(f.p), PIPE_OPEN);
+	fx_close(&f);
+}
+
+/*
  * A dead peer that answers no pings is found by the kernel: TCP keepalive
  * after ping_interval of silence, ping_failures probes ping_timeout apart,
  * and unacknowledged data bounded by the same time (keepalive does not
@@ -457,6 +494,7 @@ main(void)
 		cmocka_unit_test(test_peer_that_never_answers_stays),
 		cmocka_unit_test(test_peer_that_answered_once_is_closed),
 		cmocka_unit_test(test_mute_peer_is_closed),
+		cmocka_unit_test(test_peer_that_pings_is_not_pinged),
 		cmocka_unit_test(test_tcp_keepalive_from_ping_keys),
 	};
 
