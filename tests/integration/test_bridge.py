@@ -157,9 +157,10 @@ def expiry_check(w):
 # done by now) pings every second, one second for an answer, two misses.
 
 def pascal_contact_idle(w):
-    """Idle for eight ping intervals, the contact's pipe stays up, alice
-    sees no unavailable/available churn from it, and the peer is told
-    nothing of alice going away and coming back."""
+    """Idle for eight ping intervals, the contact's pipe stays up, its
+    user (dora: not registered with barev2 before, so her roster has no
+    trace of it) sees no unavailable/available churn from it, and the peer
+    is told nothing of her going away and coming back."""
     srv = w.server()
     if w.gw2 is not None:
         w.gw2.stop()
@@ -167,28 +168,28 @@ def pascal_contact_idle(w):
                          address=GW2, ping_interval=1.0, ping_timeout=1.0,
                          ping_failures=2, allowed=B.ALLOWED)
     w.gw2.start()
-    alice = w.user("alice")
-    alice.presence()
-    B.register(alice, "Alice", gw=COMPONENT2)
-    w.registered[(COMPONENT2, "alice")] = "Alice"
+    dora = w.user("dora")
+    dora.presence()
+    B.register(dora, "Dora", gw=COMPONENT2)
+    w.registered[(COMPONENT2, "dora")] = "Dora"
     peer = w.raw_peer(PASCAL_I, PASCAL_NICK)
-    cj = B.add_contact(alice, peer.jid, gw=COMPONENT2)
-    m = alice.mark()
-    pipe = peer.expect_dial(B.barev_of("Alice", GW2), presence=None,
+    cj = B.add_contact(dora, peer.jid, gw=COMPONENT2)
+    m = dora.mark()
+    pipe = peer.expect_dial(B.barev_of("Dora", GW2), presence=None,
                             answer_pings=False)
     pipe.send(b"<presence/>")
     time.sleep(0.05)
     pipe.send(b"<presence/>")
-    alice.take(is_pres(cj, None), since=m, what="the contact's presence")
+    dora.take(is_pres(cj, None), since=m, what="the contact's presence")
     # The server probes the new contact around now; the gateway rightly
     # answers with the same presence. Let that pass first.
     time.sleep(1.0)
-    m = alice.mark()
+    m = dora.mark()
     soft = B.Soft()
     soft.check(pipe.expect_none, lambda el: el.tag == C("presence")
                and el.get("type") == "unavailable", 8.0,
                "unavailable presence")
-    soft.check(alice.expect_none, is_pres(cj, B.ANY), 0.5, since=m,
+    soft.check(dora.expect_none, is_pres(cj, B.ANY), 0.5, since=m,
                what="presence churn from the idle contact")
     if not pipe.alive() or pipe.c.stream_end or not pipe.c.poke():
         soft.problems.append("the gateway closed the idle pipe: %s"
