@@ -80,7 +80,7 @@ static const struct conf_key keys[] = {
 	{ "barev.default_port", CT_INT, OFF(barev_default_port), 1, 65535,
 	    "5299", 0, 1, NULL },
 	{ "barev.ping_interval", CT_SECONDS, OFF(ping_interval), 0.1, 3600,
-	    "30", 0, 1, NULL },
+	    "120", 0, 1, NULL },
 	{ "barev.ping_timeout", CT_SECONDS, OFF(ping_timeout), 0.1, 600, "10",
 	    0, 1, NULL },
 	{ "barev.ping_failures", CT_INT, OFF(ping_failures), 1, 100, "3", 0, 1,

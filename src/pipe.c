@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,22 @@
 /* A peer's header attributes we keep, to address a rejection. */
 #define PEER_ATTR_MAX 256
 #define READ_CHUNK 16384
+
+/*
+ * What a pipe has shown of the peer's pings. Only a peer known to do
+ * pings is declared dead by missed ones: the Pascal library answers none.
+ */
+enum ping_habit {
+	HABIT_UNKNOWN, /* it has answered no ping of ours yet */
+	HABIT_ANSWERS, /* it answered one or pinged us: misses mean it is gone */
+	HABIT_DEAF, /* it speaks but answers no pings: TCP keepalive watches it */
+};
+
+static const char *const habit_names[] = {
+	[HABIT_UNKNOWN] = "unknown",
+	[HABIT_ANSWERS] = "answers",
+	[HABIT_DEAF] = "deaf",
+};
 
 static const char *const state_names[] = {
 	[PIPE_CONNECTING] = "connecting",
@@ -79,6 +97,14 @@ struct pipe {
 	int heard;
 	int silence_logged;
 	double last_rx;
+	/* The silence that ended with the newest read. */
+	double rx_gap;
+	enum ping_habit habit;
+	/*
+	 * The longest silence the peer let pass before pinging us, 0 if it
+	 * never did: its own pace, which our pings must not undercut.
+	 */
+	double peer_cadence;
 	unsigned ping_misses;
 	int ping_pending;
 	unsigned ping_seq;
@@ -113,6 +139,71 @@ set_state(struct pipe *p, enum pipe_state next)
 	    (unsigned long long)p->id, state_names[p->state], state_names[next],
 	    p->peer_text);
 	p->state = next;
+}
+
+static void
+set_habit(struct pipe *p, enum ping_habit next, const char *why)
+{
+	if (p->habit == next)
+		return;
+	log_debug("pipe %llu: pings %s -> %s (%s) peer=%s",
+	    (unsigned long long)p->id, habit_names[p->habit], habit_names[next],
+	    why, p->peer_text);
+	p->habit = next;
+	/* A deaf peer had no keepalive timer; one that pings needs one. */
+	if (p->state == PIPE_OPEN)
+		timer_after(p->ev_timer, 0);
+}
+
+/* Whole seconds, at least one, for the kernel's keepalive knobs. */
+static int
+whole_seconds(double s)
+{
+	int n = (int)s;
+
+	if (n < s)
+		n++;
+	return n < 1 ? 1 : n;
+}
+
+/*
+ * The kernel watches every pipe as our pings would, so that a vanished
+ * peer that answers no pings (the Pascal library) is still found: probes
+ * after ping_interval of silence, ping_failures of them ping_timeout
+ * apart. TCP_USER_TIMEOUT bounds unacknowledged data by the same time,
+ * since no probe goes while data is outstanding.
+ */
+static void
+tcp_keepalive(struct pipe *p)
+{
+	const struct pipe_params *pp = p->params;
+	double deadline = pp->ping_interval +
+	    pp->ping_failures * pp->ping_timeout;
+	const int on = 1, idle = whole_seconds(pp->ping_interval),
+		  intvl = whole_seconds(pp->ping_timeout),
+		  cnt = pp->ping_failures;
+	const unsigned int ms = (unsigned int)(deadline * 1000);
+	const struct {
+		int level, name;
+		const void *value;
+		socklen_t len;
+	} opt[] = {
+		{ SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on) },
+		{ IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle) },
+		{ IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl) },
+		{ IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt) },
+		{ IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms) },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(opt) / sizeof(opt[0]); i++) {
+		if (setsockopt(p->fd, opt[i].level, opt[i].name, opt[i].value,
+			opt[i].len) == -1) {
+			log_debug("pipe %llu: no TCP keepalive: %s",
+			    (unsigned long long)p->id, strerror(errno));
+			return;
+		}
+	}
 }
 
 /* writev, but without SIGPIPE whatever the process does with it. */
@@ -405,6 +496,7 @@ ack_received(struct pipe *p, const char *id)
 	uint64_t token = strtoull(id + 4, NULL, 10);
 	size_t i;
 
+	set_habit(p, HABIT_ANSWERS, "answered a ping");
 	for (i = 0; i < p->nconfirms; i++) {
 		if (p->confirms[i].token == token) {
 			settle_confirms(p, i + 1, PIPE_CONFIRMED);
@@ -454,42 +546,95 @@ note_silence(struct pipe *p, double now)
 	return -1;
 }
 
+/* How long the peer may be silent before we ping it. */
+static double
+idle_allowed(const struct pipe *p)
+{
+	/*
+	 * A peer that pings us keeps the pipe alive at its own pace (the
+	 * Pidgin plugin after 60-90 s of silence, at random), and each ping
+	 * it receives shows the pinger as available for a moment: ping it
+	 * only once it has been silent twice as long as it ever was.
+	 */
+	if (2 * p->peer_cadence > p->params->ping_interval)
+		return 2 * p->peer_cadence;
+	return p->params->ping_interval;
+}
+
+/* Our keepalive ping went unanswered; -1 if that closed the pipe. */
+static int
+ping_missed(struct pipe *p)
+{
+	p->ping_pending = 0;
+	p->ping_misses++;
+	log_debug("pipe %llu: ping unanswered misses=%u",
+	    (unsigned long long)p->id, p->ping_misses);
+	if (p->ping_misses < (unsigned)p->params->ping_failures) {
+		send_ping(p);
+		return 0;
+	}
+	/*
+	 * Silence proves nothing about a peer that speaks but never answered
+	 * a ping (the Pascal library); one that has said nothing at all since
+	 * the headers (a plugin that does not list our nick) is let go, so
+	 * that a later dial finds out whether it was added meanwhile.
+	 */
+	if (p->habit == HABIT_ANSWERS || !p->heard) {
+		pipe_close(p, "ping-timeout", NULL);
+		return -1;
+	}
+	p->ping_misses = 0;
+	set_habit(p, HABIT_DEAF, "no answer to any ping");
+	return 0;
+}
+
+/* A keepalive ping if one is due; seconds until the next check, or -1. */
+static double
+keepalive_ping(struct pipe *p, double now)
+{
+	double idle = now - p->last_rx, allowed = idle_allowed(p);
+
+	if (p->ping_pending) {
+		if (now - p->ping_sent_at < p->params->ping_timeout)
+			return p->params->ping_timeout -
+			    (now - p->ping_sent_at);
+		if (ping_missed(p) == -1)
+			return -1;
+		if (p->ping_pending)
+			return p->params->ping_timeout;
+	}
+	if (p->habit == HABIT_DEAF)
+		return -1;
+	if (idle < allowed)
+		return allowed - idle;
+	send_ping(p);
+	return p->params->ping_timeout;
+}
+
+/* The earlier of two delays, where -1 means none. */
+static double
+sooner(double a, double b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
 /* One timer serves keepalive pings and confirmation deadlines. */
 static void
 keepalive(struct pipe *p)
 {
-	double now = clock_now(), idle, next, next_confirm, next_note;
+	double now = clock_now(), next;
 
-	next_confirm = expire_confirms(p, now);
+	next = expire_confirms(p, now);
 	if (p->state != PIPE_OPEN)
 		return; /* the owner closed it while hearing of a confirmation */
-	next_note = note_silence(p, now);
-	idle = now - p->last_rx;
-	if (p->ping_pending) {
-		if (now - p->ping_sent_at >= p->params->ping_timeout) {
-			p->ping_pending = 0;
-			p->ping_misses++;
-			log_debug("pipe %llu: ping unanswered misses=%u",
-			    (unsigned long long)p->id, p->ping_misses);
-			if (p->ping_misses >=
-			    (unsigned)p->params->ping_failures) {
-				pipe_close(p, "ping-timeout", NULL);
-				return;
-			}
-			send_ping(p);
-			return;
-		}
-		next = p->params->ping_timeout - (now - p->ping_sent_at);
-	} else if (idle >= p->params->ping_interval) {
-		send_ping(p);
-		return;
-	} else
-		next = p->params->ping_interval - idle;
-	if (next_confirm >= 0 && next_confirm < next)
-		next = next_confirm;
-	if (next_note >= 0 && next_note < next)
-		next = next_note;
-	timer_after(p->ev_timer, next);
+	next = sooner(next, note_silence(p, now));
+	next = sooner(next, keepalive_ping(p, now));
+	if (p->state == PIPE_OPEN && next >= 0)
+		timer_after(p->ev_timer, next);
 }
 
 static void
@@ -574,11 +719,17 @@ handle_iq(struct pipe *p, xmpp_stanza_t *st)
 	    (stanza_child(st, "ping", NS_PING) != NULL ||
 		stanza_child(st, "ping", NS_YGGB_PING) != NULL)) {
 		answer_iq(p, st, NULL);
+		if (p->rx_gap > p->peer_cadence)
+			p->peer_cadence = p->rx_gap;
+		set_habit(p, HABIT_ANSWERS, "pinged us");
 		return 1;
 	}
 	if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
-	    id != NULL && strncmp(id, "ping-", 5) == 0)
-		return 1; /* any traffic already counted as a pong */
+	    id != NULL && strncmp(id, "ping-", 5) == 0) {
+		/* Any traffic already counted as a pong. */
+		set_habit(p, HABIT_ANSWERS, "answered a ping");
+		return 1;
+	}
 	/* Even an error answer means the peer read everything before it. */
 	if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
 	    id != NULL && strncmp(id, "ack-", 4) == 0) {
@@ -686,6 +837,7 @@ on_read(evutil_socket_t fd, short what, void *arg)
 	struct pipe *p = arg;
 	char buf[READ_CHUNK];
 	ssize_t n;
+	double now;
 
 	n = recv(fd, buf, sizeof(buf), 0);
 	if (n < 0) {
@@ -703,7 +855,9 @@ on_read(evutil_socket_t fd, short what, void *arg)
 		    p, p->state == PIPE_CLOSING ? p->close_reason : "eof");
 		return;
 	}
-	p->last_rx = clock_now();
+	now = clock_now();
+	p->rx_gap = now - p->last_rx;
+	p->last_rx = now;
 	p->ping_pending = 0;
 	p->ping_misses = 0;
 	/* While closing, a stopped parser just drains, so that close sends no reset. */
@@ -776,6 +930,7 @@ pipe_new(struct event_base *base, xmpp_ctx_t *ctx, uint64_t id,
 	p->ev_timer = evtimer_new(base, on_timer, p);
 	p->ev_flush = event_new(base, -1, 0, on_flush, p);
 	p->xs = xstream_new(ctx, &params->limits, &xs_callbacks, p);
+	tcp_keepalive(p);
 	if (dir == PIPE_OUTBOUND) {
 		p->state = PIPE_CONNECTING;
 		event_add(p->ev_write, NULL);

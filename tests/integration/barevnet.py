@@ -299,6 +299,7 @@ class Conn:
         self.closed = False
         self.first_byte_at = None
         self.opened_at = time.monotonic()
+        self.last_rx_at = self.opened_at   # when bytes last arrived
         self.remote_addr = None
         self.local_addr = None
         try:
@@ -353,6 +354,7 @@ class Conn:
                 break
             if self.first_byte_at is None:
                 self.first_byte_at = time.monotonic()
+            self.last_rx_at = time.monotonic()
             self.raw += data
             changed = True
         if changed:
@@ -604,6 +606,12 @@ class Listener:
 
 # --- a peer that behaves like the reference Pidgin plugin -------------------
 
+# The plugin's keepalive after its first ping (reference behaviour).
+PLUGIN_PING_RETRY = 10.0
+PLUGIN_PING_MISSES = 3
+_seq_ping = [0]
+
+
 class RefPeer:
     """A Barev peer with the reference plugin's habits, run by its own
     thread: binds outgoing sockets to its address; admits inbound
@@ -618,13 +626,23 @@ class RefPeer:
     Modes of its listener: "normal", or "refuse" (accept and close at once,
     like a host that does not know us; accept times are still recorded).
     on_accept(peer_addr), if set, runs in the peer's thread right after an
-    accept (before any byte is read): a race test dials from there."""
+    accept (before any byte is read): a race test dials from there.
 
-    def __init__(self, jid, buddies=(), answer_pings=True):
+    self_ping, a list of seconds, makes it keep its pipes alive as the
+    plugin does: a pipe silent for the next of those seconds (cycled; the
+    plugin picks 60-90 s at random) gets a ping, then one every
+    PLUGIN_PING_RETRY s while nothing arrives, and after PLUGIN_PING_MISSES
+    unanswered ones it closes with </stream:stream>. Events: "self-ping",
+    "self-ping-answered", "keepalive-closed"; a ping the gateway sends is
+    "ping-answered" (the plugin then shows the gateway user as available)."""
+
+    def __init__(self, jid, buddies=(), answer_pings=True, self_ping=None):
         self.jid = jid
         self.addr = addr_of(jid)
         self.buddies = list(buddies)
         self.answer_pings = answer_pings
+        self.self_ping = list(self_ping) if self_ping else None
+        self._silences = 0         # how many of self_ping were used
         self.mode = "normal"
         self.on_accept = None
         self.listener = None
@@ -779,6 +797,9 @@ class RefPeer:
                     tasks, self._tasks = self._tasks, []
                     for fn, args in tasks:
                         fn(*args)
+                    if self.self_ping:
+                        for c in list(self.conv.values()):
+                            self._keepalive(c)
                     self.cond.notify_all()
         except BaseException as e:  # surfaced by wait()
             with self.cond:
@@ -823,6 +844,46 @@ class RefPeer:
         self._event("dialled", buddy)
         c.send(header(self.jid, buddy))
 
+    def _next_silence(self):
+        s = self.self_ping[self._silences % len(self.self_ping)]
+        self._silences += 1
+        return s
+
+    def _keepalive(self, c):
+        """The plugin's keepalive on conversation c (see self_ping)."""
+        if not c.opened or c.closed:
+            return
+        now = time.monotonic()
+        if getattr(c, "ka_rx", None) != c.last_rx_at:
+            # Anything received counts as life: a new silence begins.
+            if getattr(c, "ka_ping", None) is not None:
+                self._event("self-ping-answered", c.buddy)
+            c.ka_rx, c.ka_ping, c.ka_misses = c.last_rx_at, None, 0
+            c.ka_silence = self._next_silence()
+        if c.ka_ping is None:
+            if now - c.ka_rx < c.ka_silence:
+                return
+        elif now - c.ka_ping < PLUGIN_PING_RETRY:
+            return
+        else:
+            c.ka_misses += 1
+            if c.ka_misses >= PLUGIN_PING_MISSES:
+                try:
+                    c.send(STREAM_END)
+                except (OSError, AssertionError):
+                    pass
+                self._drop(c, "keepalive: %d pings unanswered"
+                           % c.ka_misses)
+                self._event("keepalive-closed", c.buddy)
+                return
+        _seq_ping[0] += 1
+        c.send('<iq type="get" id="plugin-ping-%d" from="%s" to="%s">'
+               '<ping xmlns="%s"/></iq>'
+               % (_seq_ping[0], self.jid, c.buddy, NS_PING))
+        c.ka_ping = now
+        self._event("self-ping", "%s after %.1fs of silence"
+                    % (c.buddy, now - c.ka_rx))
+
     def _drop(self, c, why):
         if c.closed:
             return
@@ -843,6 +904,9 @@ class RefPeer:
         for i, el in c.untaken():
             c.taken.add(i)
             ns = ping_ns(el)
+            if (name_of(el) == "iq" and el.get("type") == "result"
+                    and el.get("id", "").startswith("plugin-ping-")):
+                continue  # the answer to our keepalive: life, nothing more
             if ns and self.answer_pings:
                 c.send(pong(el, self.jid, c.buddy))
                 self._event("ping-answered", ns)
@@ -1089,6 +1153,23 @@ def driver_conf(dirpath, listen, barev=None, limits=None):
             % ("".join("  %s = %s;\n" % (k, _val(v)) for k, v in b.items()),
                "".join("  %s = %s;\n" % (k, _val(v)) for k, v in lim.items()),
                dirpath))
+
+
+def example_ping_settings():
+    """barev.ping_interval, ping_timeout and ping_failures as the shipped
+    conf/barev-gateway.conf.example sets them (the defaults)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                        "..", "conf", "barev-gateway.conf.example")
+    with open(path) as f:
+        text = f.read()
+    out = {}
+    for key in ("ping_interval", "ping_timeout", "ping_failures"):
+        m = re.search(r"^\s*%s\s*=\s*([0-9.]+)\s*;" % key, text, re.M)
+        if m is None:
+            raise AssertionError("%s: no %s" % (path, key))
+        out[key] = (int(m.group(1)) if key == "ping_failures"
+                    else float(m.group(1)))
+    return out
 
 
 RESPONSE_RE = re.compile(r"^(sent|error .*|pipes \d+)$")

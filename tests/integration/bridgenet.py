@@ -188,7 +188,8 @@ def _conf_lines(extra):
 
 def gateway_conf(srv, statedir, listen_ports, component=COMPONENT,
                  address=GW, lifetime=604800, request_timeout=4.0,
-                 ping_timeout=3.0, allowed=(), barev=None, limits=None):
+                 ping_timeout=3.0, allowed=(), barev=None, limits=None,
+                 ping_interval=30.0, ping_failures=3):
     port = (srv.component_port2 if component == COMPONENT2
             else srv.component_port)
     return """\
@@ -205,9 +206,9 @@ barev = {{
   address = "{address}";
   listen = [ {listen} ];
   default_port = {pport};
-  ping_interval = 30.0;
+  ping_interval = {ping_interval!r};
   ping_timeout = {ping_timeout!r};
-  ping_failures = 3;
+  ping_failures = {ping_failures:d};
   handshake_timeout = 5.0;
   connect_timeout = 3.0;
   redial_min = 0.5;
@@ -233,6 +234,7 @@ access = {{
            port=port, address=address,
            listen=", ".join('"[%s]:%d"' % (address, p) for p in listen_ports),
            pport=PEER_PORT, ping_timeout=float(ping_timeout),
+           ping_interval=float(ping_interval), ping_failures=ping_failures,
            request_timeout=float(request_timeout), statedir=statedir,
            refused_min=REFUSED_REDIAL_MIN, refused_max=REFUSED_REDIAL_MAX,
            lifetime=float(lifetime),
@@ -696,13 +698,15 @@ def b_is_stream_end(_el):
 
 class Pipe:
     """A Barev stream seen from a raw peer (me) talking to a gateway user
-    (them). Keepalive pings are answered while waiting; "ack-" pings (the
+    (them). Keepalive pings are answered while waiting (unless answer_pings
+    is false: the Pascal library answers none); "ack-" pings (the
     gateway's proof of delivery) only when the test says so."""
 
-    def __init__(self, conn, me, them):
+    def __init__(self, conn, me, them, answer_pings=True):
         self.c = conn
         self.me = me
         self.them = them
+        self.answer_pings = answer_pings
 
     def __repr__(self):
         return "<Pipe %s <-> %s>" % (self.me, self.them)
@@ -724,7 +728,7 @@ class Pipe:
                 raise AssertionError("%s: <show>%s</show> sent to Barev "
                                      "(the plugin knows away and dnd)"
                                      % (self, sh.text))
-            if b_is_keepalive(el):
+            if b_is_keepalive(el) and self.answer_pings:
                 self.c.taken.add(i)
                 self.c.send(bn.pong(el, self.me, self.them))
 
@@ -808,7 +812,7 @@ class RawPeer:
         self.listener = bn.Listener(self.addr, PEER_PORT) if listen else None
         self.conns = []
 
-    def accept(self, timeout=8.0, gw=GW):
+    def accept(self, timeout=8.0, gw=GW, answer_pings=True):
         """The gateway's next dial: its source is the gateway's address gw
         and its header is the reference one. Returns (Pipe, the header's
         from)."""
@@ -820,12 +824,14 @@ class RawPeer:
         c.wait_header(5)
         frm = c.header_attrs.get("from", "")
         check_header(c, frm, self.jid)
-        return Pipe(c, self.jid, frm), frm
+        return Pipe(c, self.jid, frm, answer_pings), frm
 
-    def expect_dial(self, user_barev, timeout=8.0, presence=b"<presence/>"):
+    def expect_dial(self, user_barev, timeout=8.0, presence=b"<presence/>",
+                    answer_pings=True):
         """Accepts the gateway's dial for user_barev; answers with our
         header (and presence)."""
-        p, frm = self.accept(timeout, user_barev.split("@", 1)[1])
+        p, frm = self.accept(timeout, user_barev.split("@", 1)[1],
+                             answer_pings)
         if frm != user_barev:
             raise AssertionError("%s: the gateway dialled from %r, expected "
                                  "%r" % (self.jid, frm, user_barev))

@@ -960,8 +960,9 @@ def confirmed_sends():
 # --- keepalive and redial ----------------------------------------------------
 
 def dead_peer():
-    """A peer that stops answering pings is declared dead (ping_interval 1,
-    ping_timeout 1, ping_failures 2); a peer that answers stays up."""
+    """A peer that answered a ping and then stops answering is declared dead
+    (ping_interval 1, ping_timeout 1, ping_failures 2); a peer that answers
+    stays up."""
     with bn.Scope() as s:
         d = gateway(s, barev={"ping_interval": 1.0, "ping_timeout": 1.0,
                               "ping_failures": 2})
@@ -970,26 +971,200 @@ def dead_peer():
         carol.dial(ALICE, bn.GW, d.port)
         d.wait_up(ALICE, CAROL, start=start)
         bob = dial_in(s, d, BOB)
-        t_open = time.monotonic()
+        first = bob.wait_for(bn.ping_ns, 3, "the first keepalive ping")
+        bob.send(bn.pong(first, BOB, ALICE))
+        t_quiet = time.monotonic()
         down = d.wait_down(ALICE, BOB, 15, start)
-        took = down.time - t_open
-        # Silent from the start: the first ping after 1 s of silence, two
+        took = down.time - t_quiet
+        # Quiet from its answer: the next ping after 1 s of silence, two
         # misses of 1 s each; 2 s of slack for a busy machine.
         limit = 1 + 2 * (1 + 1) + 2
         assert 1.5 <= took <= limit, \
-            "down %.1fs after the pipe opened, expected 1.5 to %.0f s" \
+            "down %.1fs after the peer's last answer, expected 1.5 to %.0f s" \
             % (took, limit)
+        assert down.group(1) == "ping-timeout", "down: %s" % down.group(1)
         bob.wait(lambda: bob.stream_end or bob.eof, 8,
                  "the stream end or close after the peer was declared dead")
-        pings = [e for e in bob.items if bn.ping_ns(e)]
-        assert pings, "no ping reached the silent peer; it received %s" \
-            % bob.dump()
         assert not d.find_lines(r"^down %s %s" % (re.escape(ALICE),
                                                    re.escape(CAROL))), \
             "the healthy peer went down:\n" + d.transcript(start)
         assert any(w == "ping-answered" for _t, w, _d in carol.events), \
             "carol was never pinged: " + carol.describe()
         exchange_ref(d, carol)
+
+
+def long_form(jid):
+    """nick@address in the Pascal library's own long form (0200:aaaa:...)."""
+    nick, addr = jid.split("@", 1)
+    raw = socket.inet_pton(socket.AF_INET6, addr)
+    return "%s@%s" % (nick, ":".join("%02x%02x" % (raw[i], raw[i + 1])
+                                     for i in range(0, 16, 2)))
+
+
+def pascal_dial(scope, d, peer, local=ALICE):
+    """peer dials in as the Pascal library does: its header (addresses in
+    its long form), then its presence twice, plain available; it never
+    pings and answers no ping."""
+    start = d.mark()
+    c = scope.add(bn.connect(bn.addr_of(peer), bn.addr_of(local), d.port,
+                             label="pascal " + peer))
+    c.send(header(long_form(peer), long_form(local)))
+    c.wait_header()
+    d.wait_up(local, peer, start=start)
+    c.send(b"<presence/>")
+    time.sleep(0.05)
+    c.send(b"<presence/>")
+    return c
+
+
+def stay_idle(c, seconds):
+    """seconds with nothing sent on c: it must not be ended or closed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        bn._wait_fd(c.sock, bn.select.POLLIN, 0.2)
+        c.pump()
+        assert not c.stream_end and not c.eof, \
+            "%s: the gateway ended the idle pipe %.1fs early: %s" \
+            % (c.label, deadline - time.monotonic(), c.dump())
+
+
+def pascal_presences(c):
+    """What the presences the peer received say: 'unavailable', 'available'
+    or the <show>."""
+    out = []
+    for el in c.items:
+        if bn.name_of(el) != "presence":
+            continue
+        sh = el.find(bn.q(bn.NS_CLIENT, "show"))
+        out.append(el.get("type") or (sh.text if sh is not None
+                                      else "available"))
+    return out
+
+
+def pascal_idle():
+    """The Pascal library never pings and answers no ping: idle for eight
+    ping intervals (1 s here), its pipe is not closed and it is told neither
+    unavailable nor available again (its user would see the XMPP user go
+    offline and come back); after ping_failures unanswered pings it is
+    pinged no more. Messages still count as delivered after ping_timeout
+    of silence, and its bare TCP close is the end of the pipe."""
+    with bn.Scope() as s:
+        d = gateway(s, barev={"ping_interval": 1.0, "ping_timeout": 1.0,
+                              "ping_failures": 2})
+        start = d.mark()
+        c = pascal_dial(s, d, BOB)
+        d.send_ok(ALICE, BOB, "<presence><show>away</show>"
+                  "<status>lunch</status></presence>")
+        c.wait_for(lambda e: bn.name_of(e) == "presence", 3,
+                   "the away presence")
+        stay_idle(c, 8.0)
+        assert c.poke(), "the gateway closed the pipe"
+        assert pascal_presences(c) == ["away"] * len(pascal_presences(c)), \
+            "presences the idle peer received: %s" % pascal_presences(c)
+        pings = [e for e in c.items if bn.ping_ns(e)]
+        assert 1 <= len(pings) <= 2, \
+            "%d keepalive pings to a peer that answers none: %s" \
+            % (len(pings), c.dump())
+        assert not d.find_lines(r"^down ", start), \
+            "down while idle:\n" + d.transcript(start)
+        assert d.is_up(ALICE, BOB), "the pair is not up"
+        # Delivery: its silence after the ack ping counts.
+        body = text("to-pascal")
+        r = d.send(ALICE, BOB, "<body>%s</body>" % body, token=1)
+        assert r == "sent", "sendc 1 answered %r" % r
+        c.wait_for(lambda e: bn.is_message(e, body), 3, "the message")
+        c.wait_for(lambda e: bn.ping_ns(e) is not None
+                   and e.get("id", "").startswith("ack-"), 3,
+                   "the ping after the message")
+        f = d.wait_line(r"^confirmed 1 (\S+)$", 5, start)
+        assert f.group(1) == "assumed", "token 1: %s" % f.group(1)
+        back = text("from-pascal")
+        m = d.mark()
+        c.send(message(back, BOB, ALICE))
+        d.wait_stanza(ALICE, BOB, start=m, contains=back)
+        c.close()   # the Pascal library's bare TCP close
+        down = d.wait_down(ALICE, BOB, 3, m)
+        assert down.group(1) in ("eof", "reset"), "down: %s" % down.group(1)
+
+
+def pascal_vanishes():
+    """A Pascal peer that vanishes (its host's packets go nowhere, like an
+    Yggdrasil node that went away) answers no pings, so the kernel's TCP
+    keepalive, set from the ping keys (after 1 s idle, 2 probes 1 s apart),
+    must find it: its pipe goes down within a few seconds, not by a
+    ping-timeout."""
+    addr = bn.addr_of(CAROL)
+    with bn.Scope() as s:
+        d = gateway(s, barev={"ping_interval": 1.0, "ping_timeout": 1.0,
+                              "ping_failures": 2})
+        start = d.mark()
+        c = pascal_dial(s, d, CAROL)
+        # Past the pings it leaves unanswered (1 s, then two misses).
+        stay_idle(c, 4.5)
+        gone = bn._ip("-6", "addr", "del", addr + "/128", "dev", "lo")
+        assert gone.returncode == 0, gone.stderr
+        try:
+            hole = bn._ip("-6", "route", "add", "blackhole", addr + "/128")
+            assert hole.returncode == 0, hole.stderr
+            t0 = time.monotonic()
+            down = d.wait_down(ALICE, CAROL, 15, start)
+            took = down.time - t0
+        finally:
+            bn._ip("-6", "route", "del", "blackhole", addr + "/128")
+            bn._ip("-6", "addr", "add", addr + "/128", "dev", "lo")
+        assert down.group(1) != "ping-timeout", \
+            "down by missed pings, not by TCP keepalive"
+        # 1 s idle + 2 probes 1 s apart, and 3 s of slack.
+        assert took <= 6.0, "down %.1fs after the peer vanished" % took
+
+
+def plugin_idle_five_minutes():
+    """An away user and a plugin-like peer, idle for five minutes at the
+    ping settings conf/barev-gateway.conf.example ships: the plugin pings
+    after 60-90 s of silence itself (here 90, 60, 85, 70 s: the extremes
+    first), and every ping it receives shows the pinger as available, so
+    the gateway must send it no ping and no presence at all in that time
+    (each would be an available/away pair in Pidgin), and neither side
+    closes the pipe."""
+    settings = bn.example_ping_settings()
+    with bn.Scope() as s:
+        d = gateway(s, barev=settings)
+        p = s.add(bn.RefPeer(BOB, [ALICE], self_ping=[90, 60, 85, 70]))
+        p.listen()
+        start = d.mark()
+        d.want(ALICE, BOB, p.port)
+        d.wait_up(ALICE, BOB, start=start)
+        d.send_ok(ALICE, BOB, "<presence><show>away</show>"
+                  "<status>lunch</status></presence>")
+        p.wait_stanza(ALICE, lambda e: bn.name_of(e) == "presence"
+                      and "away" in bn.show(e), 3, "the away presence")
+        n0 = len(p.events)
+        t0 = time.monotonic()
+
+        def trouble():
+            for _t, w, detail in p.events[n0:]:
+                if w in ("ping-answered", "closed", "keepalive-closed"):
+                    return "%s %s" % (w, detail)
+                if w == "stanza":
+                    return "a stanza: %s" % detail
+            return None
+        while time.monotonic() - t0 < 300:
+            with p.cond:
+                bad = trouble()
+            assert bad is None, \
+                "%.0fs into the idle pipe (settings %s): %s; peer events: %s" \
+                % (time.monotonic() - t0, settings, bad, p.describe())
+            time.sleep(1.0)
+        with p.cond:
+            pinged = [e for e in p.events[n0:] if e[1] == "self-ping"]
+            answered = [e for e in p.events[n0:]
+                        if e[1] == "self-ping-answered"]
+        assert len(pinged) >= 3 and len(answered) == len(pinged), \
+            "the plugin's own pings: %d sent, %d answered: %s" \
+            % (len(pinged), len(answered), p.describe())
+        assert not d.find_lines(r"^down ", start), \
+            "down while idle:\n" + d.transcript(start)
+        exchange_ref(d, p)
 
 
 def redial_backoff():
@@ -1366,6 +1541,12 @@ TESTS = [
     ("confirmed sends: confirmed, assumed, lost, not up",
      confirmed_sends),
     ("a peer that stops answering pings is dead", dead_peer),
+    ("a Pascal peer (answers no pings) idle: kept, no presence churn",
+     pascal_idle),
+    ("a Pascal peer that vanishes: found by TCP keepalive",
+     pascal_vanishes),
+    ("a plugin-like peer idle 5 min at the shipped ping settings: "
+     "no ping, no presence", plugin_idle_five_minutes, 400),
     ("redial with growing delays, up when the peer is back",
      redial_backoff, 90),
     ("oversized stanza: policy-violation, only that pipe", oversized_stanza),
@@ -1385,4 +1566,6 @@ TESTS = [
 ]
 
 if __name__ == "__main__":
+    # One test idles for five minutes at the shipped ping settings.
+    os.environ.setdefault("TEST_TOTAL_TIMEOUT", "900")
     bn.main(TESTS)

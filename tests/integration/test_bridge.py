@@ -59,6 +59,7 @@ GHOST = "Ghost@%s" % bn.peer_addr(9)   # nobody there (expiry)
 TAM_NICK, TAM_I = "Tam", 17            # plugin 2.x: has not added alice
 NELL_NICK, NELL_I = "Nell", 18         # plugin 2.x: a burst, a call
 TINY_NICK, TINY_I = "tiny", 19         # raw peer: added by the typeable JID
+PASCAL_NICK, PASCAL_I = "Pascal", 20   # raw peer: the Pascal library
 
 EXPIRY_LIFETIME = 2.0
 EXPIRY_CHECK_EVERY = 60.0   # the gateway looks for expired messages this often
@@ -163,6 +164,54 @@ def expiry_check(w):
     p = ghost_peer.expect_dial(B.barev_of("Alice", GW2), timeout=6)
     p.expect_none(b_is_msg(), 1.5, "a message (it expired)")
     w.gw2.check_alive()
+
+
+# ---------------------------------------------------------------------------
+# A contact on the Pascal library: it never pings, answers no ping, and
+# sends its presence twice. Its own gateway (in place of the expiry one,
+# done by now) pings every second, one second for an answer, two misses.
+
+def pascal_contact_idle(w):
+    """Idle for eight ping intervals, the contact's pipe stays up, its
+    user (dora: not registered with barev2 before, so her roster has no
+    trace of it) sees no unavailable/available churn from it, and the peer
+    is told nothing of her going away and coming back."""
+    srv = w.server()
+    if w.gw2 is not None:
+        w.gw2.stop()
+    w.gw2 = B.GatewayRun(w.dir, srv, "gateway-pascal", component=COMPONENT2,
+                         address=GW2, ping_interval=1.0, ping_timeout=1.0,
+                         ping_failures=2, allowed=B.ALLOWED)
+    w.gw2.start()
+    dora = w.user("dora")
+    dora.presence()
+    B.register(dora, "Dora", gw=COMPONENT2)
+    w.registered[(COMPONENT2, "dora")] = "Dora"
+    peer = w.raw_peer(PASCAL_I, PASCAL_NICK)
+    cj = B.add_contact(dora, peer.jid, gw=COMPONENT2)
+    m = dora.mark()
+    pipe = peer.expect_dial(B.barev_of("Dora", GW2), presence=None,
+                            answer_pings=False)
+    pipe.send(b"<presence/>")
+    time.sleep(0.05)
+    pipe.send(b"<presence/>")
+    dora.take(is_pres(cj, None), since=m, what="the contact's presence")
+    # The server probes the new contact around now; the gateway rightly
+    # answers with the same presence. Let that pass first.
+    time.sleep(1.0)
+    m = dora.mark()
+    soft = B.Soft()
+    soft.check(pipe.expect_none, lambda el: el.tag == C("presence")
+               and el.get("type") == "unavailable", 8.0,
+               "unavailable presence")
+    soft.check(dora.expect_none, is_pres(cj, B.ANY), 0.5, since=m,
+               what="presence churn from the idle contact")
+    if not pipe.alive() or pipe.c.stream_end or not pipe.c.poke():
+        soft.problems.append("the gateway closed the idle pipe: %s"
+                             % pipe.c.dump())
+    soft.done()
+    w.gw2.check_alive()
+    w.gw2.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -2315,6 +2364,8 @@ SCENARIOS = [
     ("disk full: each message delivered or refused, then flowing again",
      disk_full, 90),
     ("expiry: the sender gets recipient-unavailable", expiry_check, 90),
+    ("a Pascal contact idle: pipe kept, no presence churn",
+     pascal_contact_idle),
     ("a contact gone during a crash is shown offline after it",
      stale_after_crash),
     # Last: the server restarts, and every user's session with it.

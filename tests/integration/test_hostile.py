@@ -69,7 +69,8 @@ def forged_header(w):
         # Refused after the header: our header, a stream error, the end.
         c.wait_stream_error(5)
         c.close()
-    gw.wait_log(r"rejected reason=[a-z-]+ peer=203:[123]::7 from=", start=m,
+    gw.wait_log(r"rejected reason=[a-z-]+ peer=203:[123]::7 subnet=\S+ from=",
+                start=m,
                 count=3)
     lines = log_lines_since(gw, m)
     if any(ln.startswith(FORGED) for ln in lines):

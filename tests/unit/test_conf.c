@@ -94,7 +94,7 @@ test_minimal_gets_defaults(void **state)
 	assert_string_equal(addr_format(&c->barev_listen.v[1].addr, buf), "::");
 	assert_int_equal(c->barev_listen.v[1].port, 1337);
 	assert_int_equal(c->barev_default_port, 5299);
-	assert_true(c->ping_interval == 30.0 && c->ping_timeout == 10.0);
+	assert_true(c->ping_interval == 120.0 && c->ping_timeout == 10.0);
 	assert_int_equal(c->ping_failures, 3);
 	assert_true(c->handshake_timeout == 10.0 && c->connect_timeout == 10.0);
 	assert_true(c->redial_min == 5.0 && c->redial_max == 900.0);
@@ -238,7 +238,7 @@ test_example_documents_every_key(void **state)
 	assert_int_equal(ex->barev_listen.v[1].port, 1337);
 	assert_int_equal(ex->max_stanza_bytes, 65536);
 	assert_int_equal(ex->max_pipes, 20000);
-	assert_true(ex->ping_interval == 30.0 && ex->redial_max == 900.0);
+	assert_true(ex->ping_interval == 120.0 && ex->redial_max == 900.0);
 	assert_string_equal(
 	    ex->storage_path, "/var/lib/barev-gateway/state.db");
 	assert_int_equal(ex->access_domains.n, 1);
