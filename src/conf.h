@@ -64,6 +64,7 @@ struct conf {
 	int dials_concurrent;
 	int dials_per_second;
 	double request_interval;
+	int message_attempts;
 
 	char *storage_path;
 	double message_lifetime;

@@ -206,6 +206,7 @@ barev = {{
 limits = {{
   request_interval = 3600.0;
   inbound_per_minute = 6000;
+  output_bytes = 262144;
 }};
 storage = {{
   path = "{statedir}/state.db";
