@@ -106,6 +106,13 @@ struct lost {
 	struct lost *next;
 };
 
+/* A (user, contact) with a presence or chat state waiting for presence_interval. */
+struct due {
+	char *user_jid;
+	struct barev_jid who;
+	struct due *next;
+};
+
 /* A (user, contact) whose typing notification is being repeated. */
 struct typing {
 	char *user_jid;
@@ -131,6 +138,8 @@ struct bridge {
 	struct stranger *strangers;
 	struct typing *typing;
 	struct event *ev_typing;
+	struct due *due;
+	struct event *ev_due;
 	struct event *ev_expire;
 	/*
 	 * One transaction per loop pass holds the pass's new messages and the
@@ -2198,6 +2207,9 @@ cb_down(void *arg, const struct barev_jid *local,
 	if (c == NULL)
 		return;
 	c->pipe_up = 0;
+	/* The unavailable below is the newest state: nothing older follows. */
+	c->presence_due = 0;
+	c->state_due = NULL;
 	/* Whatever is still stored goes again on the next pipe. */
 	c->sent_upto = 0;
 	c->backlog = 1;
@@ -2237,6 +2249,103 @@ out:
 	return rc;
 }
 
+/* The contact's newest presence, to the user. */
+static void
+send_seen(struct bridge *b, struct user *u, struct contact *c)
+{
+	c->presence_due = 0;
+	c->shown_at = clock_now();
+	if (c->seen.available)
+		presence_from_contact(b, &c->who, u->jid, NULL, &c->seen);
+	else
+		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
+}
+
+/* A body-less chat state from contact c to its user (state is static). */
+static void
+send_state(
+    struct bridge *b, struct user *u, struct contact *c, const char *state)
+{
+	char who[BAREV_JID_STRLEN];
+	xmpp_stanza_t *m = chat_to_user(b, &c->who, u->jid, NULL, NULL);
+
+	c->state_due = NULL;
+	c->state_at = clock_now();
+	stanza_add_child(m, state, NS_CHATSTATES);
+	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1)
+		log_debug("bridge: chat state from %s dropped, link down",
+		    barev_jid_format(&c->who, who));
+	xmpp_stanza_release(m);
+}
+
+/* c has something waiting: it goes when the timer fires. */
+static void
+due_add(struct bridge *b, struct user *u, struct contact *c)
+{
+	struct due *d;
+
+	if (c->presence_due || c->state_due != NULL)
+		return; /* listed already */
+	d = xcalloc(1, sizeof(*d));
+	d->user_jid = xstrdup(u->jid);
+	d->who = c->who;
+	d->next = b->due;
+	b->due = d;
+	if (!evtimer_pending(b->ev_due, NULL))
+		timer_after(b->ev_due, b->conf->presence_interval);
+}
+
+static void
+on_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct bridge *b = arg;
+	struct due *d;
+	struct user *u;
+	struct contact *c;
+
+	while ((d = b->due) != NULL) {
+		b->due = d->next;
+		u = users_get(b->users, d->user_jid);
+		c = u != NULL ? user_contact(u, &d->who) : NULL;
+		if (c != NULL && c->presence_due)
+			send_seen(b, u, c);
+		if (c != NULL && c->state_due != NULL)
+			send_state(b, u, c, c->state_due);
+		free(d->user_jid);
+		free(d);
+	}
+}
+
+/*
+ * A contact that flaps its presence (or its typing) must not flood its
+ * user: at most one per presence_interval, and the newest goes last.
+ */
+static void
+presence_coalesced(struct bridge *b, struct user *u, struct contact *c)
+{
+	if (c->presence_due)
+		return; /* the timer sends the newest */
+	if (clock_now() - c->shown_at >= b->conf->presence_interval) {
+		send_seen(b, u, c);
+		return;
+	}
+	due_add(b, u, c);
+	c->presence_due = 1;
+}
+
+static void
+state_coalesced(
+    struct bridge *b, struct user *u, struct contact *c, const char *state)
+{
+	if (c->state_due == NULL &&
+	    clock_now() - c->state_at >= b->conf->presence_interval) {
+		send_state(b, u, c, state);
+		return;
+	}
+	due_add(b, u, c);
+	c->state_due = state;
+}
+
 static void
 contact_presence(
     struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
@@ -2250,10 +2359,7 @@ contact_presence(
 	}
 	shown_clear(&c->seen);
 	c->seen = next;
-	if (c->seen.available)
-		presence_from_contact(b, &c->who, u->jid, NULL, &c->seen);
-	else
-		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
+	presence_coalesced(b, u, c);
 }
 
 /* A stranger's presence is kept for when the user accepts it. */
@@ -2275,7 +2381,7 @@ contact_message(
     struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
 {
 	const char *type = xmpp_stanza_get_type(st);
-	char *body = text_of(st, "body", NULL), who[BAREV_JID_STRLEN];
+	char *body = text_of(st, "body", NULL);
 	const char *state = chat_state_of(st);
 	xmpp_stanza_t *m, *html, *ev;
 
@@ -2288,21 +2394,18 @@ contact_message(
 							    : "active";
 	if (body == NULL && state == NULL)
 		goto out;
-	html = body != NULL ? stanza_child(st, "html", NS_XHTML_IM) : NULL;
+	if (body == NULL) {
+		state_coalesced(b, u, c, state);
+		goto out;
+	}
+	/* The text carries its own state: an older one waiting would follow it. */
+	c->state_due = NULL;
+	html = stanza_child(st, "html", NS_XHTML_IM);
 	m = chat_to_user(b, &c->who, u->jid, body,
 	    html != NULL ? xmpp_stanza_copy(html) : NULL);
-	if (state != NULL)
-		stanza_add_child(m, state, NS_CHATSTATES);
-	else if (body != NULL)
-		stanza_add_child(m, "active", NS_CHATSTATES);
-	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1) {
-		if (body != NULL)
-			keep_for_link(b, u, c, body, html);
-		else
-			log_debug("bridge: chat state from %s dropped, link "
-				  "down",
-			    barev_jid_format(&c->who, who));
-	}
+	stanza_add_child(m, state != NULL ? state : "active", NS_CHATSTATES);
+	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1)
+		keep_for_link(b, u, c, body, html);
 	xmpp_stanza_release(m);
 out:
 	free(body);
@@ -2424,6 +2527,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->domain = xstrdup(conf->component_jid);
 	b->users = users_new();
 	b->ev_typing = evtimer_new(base, on_typing, b);
+	b->ev_due = evtimer_new(base, on_due, b);
 	b->ev_expire = evtimer_new(base, on_expire, b);
 	b->ev_commit = event_new(base, -1, 0, on_commit, b);
 	b->receipts_tail = &b->receipts;
@@ -2458,6 +2562,7 @@ bridge_free(struct bridge *b)
 	struct stranger *s;
 	struct typing *t;
 	struct lost *l;
+	struct due *d;
 
 	if (b == NULL)
 		return;
@@ -2480,11 +2585,17 @@ bridge_free(struct bridge *b)
 		free(t->user_jid);
 		free(t);
 	}
+	while ((d = b->due) != NULL) {
+		b->due = d->next;
+		free(d->user_jid);
+		free(d);
+	}
 	while ((l = b->lost) != NULL) {
 		b->lost = l->next;
 		free(l);
 	}
 	event_free(b->ev_typing);
+	event_free(b->ev_due);
 	event_free(b->ev_expire);
 	event_free(b->ev_commit);
 	event_free(b->ev_delivered);

@@ -114,6 +114,8 @@ static const struct conf_key keys[] = {
 	    86400 * 30, "3600", 0, 1, NULL },
 	{ "limits.message_attempts", CT_INT, OFF(message_attempts), 1, 1000,
 	    "3", 0, 1, NULL },
+	{ "limits.presence_interval", CT_SECONDS, OFF(presence_interval), 0.01,
+	    60, "0.5", 0, 1, NULL },
 
 	{ "storage.path", CT_STRING, OFF(storage_path), 0, 0,
 	    "/var/lib/barev-gateway/state.db", 0, 0, NULL },

@@ -65,6 +65,7 @@ struct conf {
 	int dials_per_second;
 	double request_interval;
 	int message_attempts;
+	double presence_interval;
 
 	char *storage_path;
 	double message_lifetime;

@@ -672,6 +672,69 @@ def lost_attempts(w):
     gw.check_alive()
 
 
+FLOOD = 2000   # presences (and chat states) one contact sends in a burst
+FLOOD_SHOWN = 12   # at most this many reach the user (0.5 s apart, 3 s)
+
+
+def any_pres(frm):
+    def match(el):
+        return el.tag == C("presence") and B.jid_eq(el.get("from"), frm)
+    return match
+
+
+def flood(w):
+    """A contact flaps away/available FLOOD times in one burst: the user
+    sees a bounded number of presences, the last one the final state; the
+    same for typing."""
+    gw = w.gateway()
+    alice, pipe = inky_pipe(w)
+    cj = B.contact_jid(INKY)
+    away, avail = b"<presence><show>away</show></presence>", b"<presence/>"
+    m = alice.mark()
+    # Ends with away: the burst is avail, away, avail, ..., away.
+    pipe.send(b"".join(away if i % 2 else avail for i in range(FLOOD)))
+    alice.take(lambda el: any_pres(cj)(el) and el.get("type") is None and
+               el.findtext(C("show")) == "away", since=m, timeout=8,
+               what="away, the final state")
+    time.sleep(2.0)   # anything that still comes, comes now
+    got = alice.all(any_pres(cj), since=m)
+    h._diag("%d presences of %d reached the user" % (len(got), FLOOD))
+    if len(got) > FLOOD_SHOWN:
+        raise AssertionError("%d presences of a burst of %d reached the "
+                             "user (at most %d expected)"
+                             % (len(got), FLOOD, FLOOD_SHOWN))
+    last = got[-1]
+    if last.get("type") is not None or last.findtext(C("show")) != "away":
+        raise AssertionError("the last presence is not the final state "
+                             "(away): %s" % show(last))
+    # Typing: composing/active, ending with composing.
+    m = alice.mark()
+    pipe.send("".join('<message type="chat"><%s xmlns="%s"/></message>'
+                      % ("composing" if i % 2 else "active", NS_CHATSTATES)
+                      for i in range(FLOOD)))
+    time.sleep(3.0)
+    got = alice.all(lambda el: el.tag == C("message") and
+                    B.jid_eq(B.bare(el.get("from")), cj) and
+                    chat_state(el) is not None, since=m)
+    h._diag("%d chat states of %d reached the user" % (len(got), FLOOD))
+    if not got or len(got) > FLOOD_SHOWN:
+        raise AssertionError("%d chat states of a burst of %d reached the "
+                             "user (1 to %d expected)"
+                             % (len(got), FLOOD, FLOOD_SHOWN))
+    if chat_state(got[-1]) != "composing":
+        raise AssertionError("the last chat state is not the final one "
+                             "(composing): %s" % show(got[-1]))
+    # A message after the flood is not held back.
+    m = alice.mark()
+    pipe.send(b'<message type="chat"><body>after the flood</body></message>')
+    got = alice.take(is_msg(cj, "after the flood"), since=m)
+    pipe.send(avail)
+    alice.take(lambda el: any_pres(cj)(el) and el.get("type") is None and
+               el.findtext(C("show")) is None, since=m, timeout=3,
+               what="available again")
+    gw.check_alive()
+
+
 def unsubscribe(w):
     gw = w.gateway()
     alice, pipe = inky_pipe(w)
@@ -1421,6 +1484,7 @@ SCENARIOS = [
     ("receipts only after the peer's answer", receipts),
     ("typing: composing repeated, paused", typing),
     ("a message too big for Barev is refused, the next flows", big_message),
+    ("a flood of presences and chat states is coalesced", flood),
     ("a message lost on %d pipes is given up, the next flows" % 3,
      lost_attempts, 90),
     ("unsubscribe removes the contact and closes the pipe", unsubscribe),
