@@ -110,6 +110,8 @@ static const struct conf_key keys[] = {
 	    "64", 0, 1, NULL },
 	{ "limits.dials_per_second", CT_INT, OFF(dials_per_second), 1, 100000,
 	    "50", 0, 1, NULL },
+	{ "limits.dials_per_user", CT_INT, OFF(dials_per_user), 1, 100000, "10",
+	    0, 1, NULL },
 	{ "limits.request_interval", CT_SECONDS, OFF(request_interval), 0,
 	    86400 * 30, "3600", 0, 1, NULL },
 	{ "limits.message_attempts", CT_INT, OFF(message_attempts), 1, 1000,

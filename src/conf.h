@@ -63,6 +63,7 @@ struct conf {
 	int inbound_per_minute;
 	int dials_concurrent;
 	int dials_per_second;
+	int dials_per_user;
 	double request_interval;
 	int message_attempts;
 	double presence_interval;
