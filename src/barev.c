@@ -46,6 +46,23 @@
 
 struct pair;
 
+TAILQ_HEAD(pair_queue, pair);
+
+/*
+ * A local identity's share of the dial budget (limits.dials_per_user)
+ * and its queue of pairs to dial; identities with queued pairs take turns.
+ */
+struct ident {
+	struct barev_jid local;
+	unsigned refs; /* its pairs */
+	double tokens;
+	double tokens_at;
+	struct pair_queue q;
+	int in_ring;
+	TAILQ_ENTRY(ident) ring;
+};
+TAILQ_HEAD(ident_ring, ident);
+
 /* The engine's record of one pipe. */
 struct conn {
 	struct pipe *pipe;
@@ -79,9 +96,9 @@ struct pair {
 	struct event *ev_redial;
 	struct event *ev_settle;
 	struct barev *b;
+	struct ident *ident;
 	TAILQ_ENTRY(pair) dq;
 };
-TAILQ_HEAD(pair_queue, pair);
 
 /* Counts for one remote address, or for one remote /64 (inbound pipes only). */
 struct addr_stat {
@@ -126,6 +143,7 @@ struct barev {
 	double stranger_silence;
 	unsigned dials_concurrent;
 	double dials_per_second;
+	double dials_per_user;
 	double redial_min;
 	double redial_max;
 	double refused_min;
@@ -139,12 +157,13 @@ struct barev {
 	void *subnets; /* the same per /64 */
 	void *slots; /* tsearch tree of struct stranger_slot */
 	unsigned nstrangers;
+	void *idents; /* tsearch tree of struct ident */
 	struct conn_list conns;
 	struct conn_list dead;
 	unsigned nconns;
 	uint64_t next_id;
 
-	struct pair_queue dialq;
+	struct ident_ring dialq; /* identities with pairs to dial, in turn */
 	unsigned dials_in_progress;
 	double tokens;
 	double tokens_at;
@@ -163,6 +182,7 @@ struct barev {
 
 static void pair_detach(struct pair *P, struct conn *c, const char *reason);
 static void dialq_kick(struct barev *b);
+static void dialq_remove(struct pair *P);
 
 int
 barev_fd_high(int fd)
@@ -430,6 +450,48 @@ pair_cmp(const void *va, const void *vb)
 static void on_redial(evutil_socket_t, short, void *);
 static void on_settle(evutil_socket_t, short, void *);
 
+static int
+ident_cmp(const void *va, const void *vb)
+{
+	const struct ident *a = va, *b = vb;
+	int r;
+
+	if ((r = memcmp(&a->local.addr, &b->local.addr, 16)) != 0)
+		return r;
+	return strcasecmp(a->local.nick, b->local.nick);
+}
+
+/* The identity's record, taken by one more pair. */
+static struct ident *
+ident_ref(struct barev *b, const struct barev_jid *local)
+{
+	struct ident key, *id, **found;
+
+	memset(&key, 0, sizeof(key));
+	key.local = *local;
+	if ((found = tfind(&key, &b->idents, ident_cmp)) != NULL)
+		id = *found;
+	else {
+		id = xcalloc(1, sizeof(*id));
+		id->local = *local;
+		id->tokens = 1;
+		id->tokens_at = clock_now();
+		TAILQ_INIT(&id->q);
+		tsearch(id, &b->idents, ident_cmp);
+	}
+	id->refs++;
+	return id;
+}
+
+static void
+ident_unref(struct barev *b, struct ident *id)
+{
+	if (--id->refs > 0)
+		return;
+	tdelete(id, &b->idents, ident_cmp);
+	free(id);
+}
+
 static struct pair *
 pair_find(struct barev *b, const struct barev_jid *local,
     const struct barev_jid *remote, int create)
@@ -453,6 +515,7 @@ pair_find(struct barev *b, const struct barev_jid *local,
 	    barev_jid_format(remote, r));
 	P->ev_redial = evtimer_new(b->base, on_redial, P);
 	P->ev_settle = evtimer_new(b->base, on_settle, P);
+	P->ident = ident_ref(b, local);
 	tsearch(P, &b->pairs, pair_cmp);
 	return P;
 }
@@ -460,6 +523,7 @@ pair_find(struct barev *b, const struct barev_jid *local,
 static void
 pair_free(struct pair *P)
 {
+	ident_unref(P->b, P->ident);
 	event_free(P->ev_redial);
 	event_free(P->ev_settle);
 	free(P);
@@ -474,8 +538,7 @@ pair_maybe_forget(struct pair *P)
 	if (P->wanted || P->out != NULL || P->in != NULL || P->up)
 		return;
 	if (P->queued) {
-		TAILQ_REMOVE(&b->dialq, P, dq);
-		P->queued = 0;
+		dialq_remove(P);
 	}
 	tdelete(P, &b->pairs, pair_cmp);
 	pair_free(P);
@@ -644,8 +707,7 @@ pair_inbound(struct pair *P, struct conn *c)
 
 	evtimer_del(P->ev_redial);
 	if (P->queued) {
-		TAILQ_REMOVE(&P->b->dialq, P, dq);
-		P->queued = 0;
+		dialq_remove(P);
 	}
 	pair_accepted(P);
 	c->pair = P;
@@ -1252,12 +1314,75 @@ dial(struct pair *P)
 	return 0;
 }
 
+/* The identity's tokens now: one dial at most saved up, so no bursts. */
+static double
+ident_tokens(struct barev *b, struct ident *id, double now)
+{
+	id->tokens += (now - id->tokens_at) * b->dials_per_user;
+	if (id->tokens > 1)
+		id->tokens = 1;
+	id->tokens_at = now;
+	return id->tokens;
+}
+
+static void
+dialq_remove(struct pair *P)
+{
+	struct barev *b = P->b;
+	struct ident *id = P->ident;
+
+	TAILQ_REMOVE(&id->q, P, dq);
+	P->queued = 0;
+	if (TAILQ_EMPTY(&id->q) && id->in_ring) {
+		TAILQ_REMOVE(&b->dialq, id, ring);
+		id->in_ring = 0;
+	}
+}
+
+/*
+ * The next pair to dial: the oldest of the first identity in turn with a
+ * dial left in its share, which then goes to the back, so one user's many
+ * contacts never hold back another user's dial. Pairs no longer to be
+ * dialled leave the queue on the way. NULL if none may go now; *wait then
+ * says how long until one may.
+ */
+static struct pair *
+dialq_next(struct barev *b, double now, double *wait)
+{
+	struct ident *id, *next;
+	struct pair *P;
+	double w;
+
+	*wait = 0;
+	for (id = TAILQ_FIRST(&b->dialq); id != NULL; id = next) {
+		next = TAILQ_NEXT(id, ring);
+		if (ident_tokens(b, id, now) < 1) {
+			w = (1 - id->tokens) / b->dials_per_user;
+			if (*wait == 0 || w < *wait)
+				*wait = w;
+			continue;
+		}
+		while ((P = TAILQ_FIRST(&id->q)) != NULL &&
+		    (!P->wanted || P->out != NULL || P->in != NULL))
+			dialq_remove(P); /* may take id out of the ring */
+		if (P == NULL)
+			continue;
+		dialq_remove(P);
+		if (id->in_ring) {
+			TAILQ_REMOVE(&b->dialq, id, ring);
+			TAILQ_INSERT_TAIL(&b->dialq, id, ring);
+		}
+		return P;
+	}
+	return NULL;
+}
+
 static void
 on_dialq(evutil_socket_t fd, short what, void *arg)
 {
 	struct barev *b = arg;
 	struct pair *P;
-	double now = clock_now(), cap;
+	double now = clock_now(), cap, wait = 0;
 
 	if (b->stopping)
 		return;
@@ -1274,20 +1399,21 @@ on_dialq(evutil_socket_t fd, short what, void *arg)
 	if (b->tokens > cap)
 		b->tokens = cap;
 	b->tokens_at = now;
-	while ((P = TAILQ_FIRST(&b->dialq)) != NULL &&
-	    b->dials_in_progress < b->dials_concurrent && b->tokens >= 1) {
-		TAILQ_REMOVE(&b->dialq, P, dq);
-		P->queued = 0;
-		if (!P->wanted || P->out != NULL || P->in != NULL)
-			continue;
+	while (b->dials_in_progress < b->dials_concurrent && b->tokens >= 1 &&
+	    (P = dialq_next(b, now, &wait)) != NULL) {
 		b->tokens -= 1;
+		P->ident->tokens -= 1;
 		if (dial(P) == -1)
 			schedule_redial(P);
 	}
 	b->pacing = TAILQ_FIRST(&b->dialq) != NULL &&
 	    b->dials_in_progress < b->dials_concurrent;
-	if (b->pacing)
-		timer_after(b->ev_dialq, (1 - b->tokens) / b->dials_per_second);
+	if (!b->pacing)
+		return;
+	/* Waiting for the global budget, else for a queued user's share. */
+	if (b->tokens < 1)
+		wait = (1 - b->tokens) / b->dials_per_second;
+	timer_after(b->ev_dialq, wait);
 }
 
 /* A finished dial or a new entry may let the queue move. */
@@ -1305,7 +1431,11 @@ dial_enqueue(struct pair *P)
 	if (P->queued || P->out != NULL || P->in != NULL || P->b->stopping)
 		return;
 	P->queued = 1;
-	TAILQ_INSERT_TAIL(&P->b->dialq, P, dq);
+	TAILQ_INSERT_TAIL(&P->ident->q, P, dq);
+	if (!P->ident->in_ring) {
+		TAILQ_INSERT_TAIL(&P->b->dialq, P->ident, ring);
+		P->ident->in_ring = 1;
+	}
 	dialq_kick(P->b);
 }
 
@@ -1356,6 +1486,7 @@ barev_set_conf(struct barev *b, const struct conf *conf)
 	b->stranger_silence = conf->stranger_silence;
 	b->dials_concurrent = (unsigned)conf->dials_concurrent;
 	b->dials_per_second = conf->dials_per_second;
+	b->dials_per_user = conf->dials_per_user;
 	b->redial_min = conf->redial_min;
 	b->redial_max = conf->redial_max;
 	b->refused_min = conf->refused_redial_min;
@@ -1480,8 +1611,7 @@ barev_unwant(struct barev *b, const struct barev_jid *local,
 	P->wanted = 0;
 	evtimer_del(P->ev_redial);
 	if (P->queued) {
-		TAILQ_REMOVE(&b->dialq, P, dq);
-		P->queued = 0;
+		dialq_remove(P);
 	}
 	/* Each drop may forget P: take what is left each time. */
 	if (P->in != NULL) {

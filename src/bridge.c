@@ -122,6 +122,20 @@ struct added {
 	struct added *next;
 };
 
+/* How many pipes in a row died after a message was written to them. */
+struct lost {
+	int64_t msg_id;
+	int times;
+	struct lost *next;
+};
+
+/* A (user, contact) with a presence or chat state waiting for presence_interval. */
+struct due {
+	char *user_jid;
+	struct barev_jid who;
+	struct due *next;
+};
+
 /* A (user, contact) whose typing notification is being repeated. */
 struct typing {
 	char *user_jid;
@@ -145,8 +159,13 @@ struct bridge {
 	void *askers; /* tsearch tree of struct asker by user */
 	struct stranger_list requests; /* oldest asked first */
 	struct event *ev_requests; /* the oldest request's expiry */
+	struct lost *lost;
+	/* Inside send_chat: a loss reported now is no pipe that died. */
+	int sending;
 	struct typing *typing;
 	struct event *ev_typing;
+	struct due *due;
+	struct event *ev_due;
 	struct event *ev_expire;
 	/*
 	 * One transaction per loop pass holds the pass's new messages and the
@@ -806,6 +825,7 @@ contact_accept(struct bridge *b, struct user *u, const struct barev_jid *who)
 
 static void
 undeliverable(struct bridge *b, const struct store_msg *m, const char *why);
+static void lost_forget(struct bridge *b, int64_t id);
 
 struct dropped {
 	struct bridge *b;
@@ -818,6 +838,7 @@ drop_one(void *arg, const struct store_msg *m)
 {
 	struct dropped *d = arg;
 
+	lost_forget(d->b, m->id);
 	undeliverable(d->b, m,
 	    "you removed this contact before it could be "
 	    "delivered");
@@ -1037,6 +1058,45 @@ chat_state_of(xmpp_stanza_t *msg)
 	return NULL;
 }
 
+/* The most a chat message may take on a pipe, all of it. */
+static size_t
+barev_limit(const struct bridge *b)
+{
+	/*
+	 * A pipe closes when its unsent output passes output_bytes, and a
+	 * peer running this gateway refuses a stanza over its stanza_bytes;
+	 * what other peers take is unknown, so ours is the bound for all.
+	 */
+	return (size_t)(b->conf->max_stanza_bytes < b->conf->max_output_bytes
+		? b->conf->max_stanza_bytes
+		: b->conf->max_output_bytes);
+}
+
+/* The bytes pipe_send_chat() writes for a message of inner_len bytes on u's pipe to who. */
+static size_t
+barev_form_size(
+    const struct user *u, const struct barev_jid *who, size_t inner_len)
+{
+	static const char head[] = "<message type=\"chat\" from=\"\" to=\"\">";
+	static const char tail[] = "</message>";
+	char from[BAREV_JID_STRLEN], to[BAREV_JID_STRLEN];
+
+	return sizeof(head) - 1 + strlen(barev_jid_format(&u->id, from)) +
+	    strlen(barev_jid_format(who, to)) + inner_len + sizeof(tail) - 1;
+}
+
+/* Why a message of size bytes cannot go to Barev, for its sender. */
+static void
+too_big_text(const struct bridge *b, size_t size, char *buf, size_t len)
+{
+	snprintf(buf, len,
+	    "This message is too long for Barev: as a Barev peer receives it "
+	    "(line breaks and the characters & < > escaped, the text sent "
+	    "twice, as plain text and as XHTML-IM) it takes %zu bytes, and "
+	    "the limit is %zu bytes. Send it in shorter parts.",
+	    size, barev_limit(b));
+}
+
 static void
 message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
     const struct barev_jid *who, const char *to)
@@ -1045,7 +1105,8 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	const char *state = chat_state_of(st);
 	struct store_msg m;
 	struct contact *c;
-	char *body, *xhtml;
+	char *body, *xhtml, *inner, text[512];
+	size_t len, size;
 	int64_t now = (int64_t)time(NULL);
 
 	if (type != NULL && strcmp(type, "error") == 0)
@@ -1077,6 +1138,21 @@ message_to_contact(struct bridge *b, xmpp_stanza_t *st, struct user *u,
 	}
 	c->composing = 0;
 	xhtml = xhtml_of_message(b, st);
+	/*
+	 * Decided from its size, never from what a socket happens to absorb:
+	 * stored, it would close every pipe it is written to.
+	 */
+	inner = chatmsg_inner(body, xhtml, &len);
+	free(inner);
+	if ((size = barev_form_size(u, &c->who, len)) > barev_limit(b)) {
+		log_info("bridge: message refused user=%s size=%zu limit=%zu",
+		    u->jid, size, barev_limit(b));
+		too_big_text(b, size, text, sizeof(text));
+		error_reply(b, st, "modify", "policy-violation", text);
+		free(body);
+		free(xhtml);
+		return;
+	}
 	memset(&m, 0, sizeof(m));
 	m.dir = STORE_TO_BAREV;
 	m.user_jid = u->jid;
@@ -1131,16 +1207,41 @@ inflight_free(struct inflight *in)
 	free(in);
 }
 
+/* A row the gateway gave up on: deleted with the next delivered ones. */
+static void
+forget_row(struct bridge *b, int64_t id)
+{
+	struct receipt *r = xcalloc(1, sizeof(*r));
+
+	r->msg_id = id;
+	*b->delivered_tail = r;
+	b->delivered_tail = &r->next;
+	/* Maybe inside a walk of the queue: the deletion waits for the timer. */
+	if (!evtimer_pending(b->ev_delivered, NULL))
+		timer_after(b->ev_delivered, DELETE_WAIT);
+}
+
 /* Writes one stored message to the pair's pipe; -1 if the pipe is not up. */
 static int
 send_msg(struct bridge *b, struct user *u, struct contact *c,
     const struct store_msg *m)
 {
 	struct inflight *in, **ip;
-	char *inner;
-	size_t len;
+	char *inner, why[512];
+	size_t len, size;
 	int rc;
 
+	inner = chatmsg_inner(m->body, m->xhtml, &len);
+	if ((size = barev_form_size(u, &c->who, len)) > barev_limit(b)) {
+		/* Stored before a lower limit was configured. */
+		free(inner);
+		too_big_text(b, size, why, sizeof(why));
+		why[strlen(why) - 1] = '\0';
+		undeliverable(b, m, why);
+		forget_row(b, m->id);
+		c->sent_upto = m->id;
+		return 0;
+	}
 	in = xcalloc(1, sizeof(*in));
 	in->id = m->id;
 	in->receipt = m->receipt;
@@ -1155,9 +1256,10 @@ send_msg(struct bridge *b, struct user *u, struct contact *c,
 	b->inflight_tail = &in->next;
 	/* Raised first: a report that it was lost lowers it again. */
 	c->sent_upto = m->id;
-	inner = chatmsg_inner(m->body, m->xhtml, &len);
+	b->sending = 1;
 	rc = b->net.send_chat(
 	    b->net.barev_arg, &u->id, &c->who, inner, len, (uint64_t)m->id);
+	b->sending = 0;
 	free(inner);
 	if (rc == -1) {
 		/* No report comes for it: it was the last one queued. */
@@ -1329,6 +1431,76 @@ on_delivered(evutil_socket_t fd, short what, void *arg)
 		batch_open(b);
 }
 
+/* One more pipe died with message id on it: how many in a row now. */
+static int
+lost_again(struct bridge *b, int64_t id)
+{
+	struct lost *l;
+
+	for (l = b->lost; l != NULL; l = l->next)
+		if (l->msg_id == id)
+			return ++l->times;
+	l = xcalloc(1, sizeof(*l));
+	l->msg_id = id;
+	l->times = 1;
+	l->next = b->lost;
+	b->lost = l;
+	return 1;
+}
+
+static void
+lost_forget(struct bridge *b, int64_t id)
+{
+	struct lost **lp, *l;
+
+	for (lp = &b->lost; (l = *lp) != NULL; lp = &l->next)
+		if (l->msg_id == id) {
+			*lp = l->next;
+			free(l);
+			return;
+		}
+}
+
+struct give_up {
+	struct bridge *b;
+	int64_t id;
+};
+
+static int
+give_up_one(void *arg, const struct store_msg *m)
+{
+	struct give_up *g = arg;
+	char why[256];
+
+	if (m->id != g->id)
+		return 1;
+	snprintf(why, sizeof(why),
+	    "the connection to the contact broke right after it was sent, "
+	    "%d times in a row, so the gateway gave up on this message",
+	    g->b->conf->message_attempts);
+	undeliverable(g->b, m, why);
+	return 1;
+}
+
+/*
+ * Message id went down with pipe after pipe: whatever the cause, it must
+ * not block the queue behind it. Its sender hears, its row goes.
+ */
+static void
+give_up_lost(struct bridge *b, struct user *u, struct contact *c, int64_t id)
+{
+	struct give_up g = { b, id };
+	char who[BAREV_JID_STRLEN];
+
+	log_info("bridge: message given up user=%s contact=%s id=%lld "
+		 "attempts=%d",
+	    u->jid, barev_jid_format(&c->who, who), (long long)id,
+	    b->conf->message_attempts);
+	lost_forget(b, id);
+	store_msg_each_after(b->st, u->jid, &c->who, id - 1, give_up_one, &g);
+	forget_row(b, id);
+}
+
 static void
 confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 {
@@ -1347,16 +1519,20 @@ confirmed(void *arg, uint64_t token, enum pipe_confirm how)
 	if (b->inflight_tail == &in->next)
 		b->inflight_tail = ip;
 	if (how == PIPE_LOST) {
-		/* Sent again on the next pipe: at least once. */
-		if ((u = users_get(b->users, in->user_jid)) != NULL &&
-		    (c = user_contact(u, &in->to)) != NULL &&
-		    c->sent_upto >= in->id) {
+		u = users_get(b->users, in->user_jid);
+		c = u != NULL ? user_contact(u, &in->to) : NULL;
+		if (c != NULL && !b->sending &&
+		    lost_again(b, in->id) >= b->conf->message_attempts)
+			give_up_lost(b, u, c, in->id);
+		else if (c != NULL && c->sent_upto >= in->id) {
+			/* Sent again on the next pipe: at least once. */
 			c->sent_upto = in->id - 1;
 			c->backlog = 1;
 		}
 		inflight_free(in);
 		return;
 	}
+	lost_forget(b, in->id);
 	r = xcalloc(1, sizeof(*r));
 	r->msg_id = in->id;
 	/* A receipt only with proof that the peer read it. */
@@ -2535,6 +2711,9 @@ cb_down(void *arg, const struct barev_jid *local,
 		return;
 	c->pipe_up = 0;
 	c->told_valid = 0;
+	/* The unavailable below is the newest state: nothing older follows. */
+	c->presence_due = 0;
+	c->state_due = NULL;
 	/* Whatever is still stored goes again on the next pipe. */
 	c->sent_upto = 0;
 	c->backlog = 1;
@@ -2574,6 +2753,103 @@ out:
 	return rc;
 }
 
+/* The contact's newest presence, to the user. */
+static void
+send_seen(struct bridge *b, struct user *u, struct contact *c)
+{
+	c->presence_due = 0;
+	c->shown_at = clock_now();
+	if (c->seen.available)
+		presence_from_contact(b, &c->who, u->jid, NULL, &c->seen);
+	else
+		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
+}
+
+/* A body-less chat state from contact c to its user (state is static). */
+static void
+send_state(
+    struct bridge *b, struct user *u, struct contact *c, const char *state)
+{
+	char who[BAREV_JID_STRLEN];
+	xmpp_stanza_t *m = chat_to_user(b, &c->who, u->jid, NULL, NULL);
+
+	c->state_due = NULL;
+	c->state_at = clock_now();
+	stanza_add_child(m, state, NS_CHATSTATES);
+	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1)
+		log_debug("bridge: chat state from %s dropped, link down",
+		    barev_jid_format(&c->who, who));
+	xmpp_stanza_release(m);
+}
+
+/* c has something waiting: it goes when the timer fires. */
+static void
+due_add(struct bridge *b, struct user *u, struct contact *c)
+{
+	struct due *d;
+
+	if (c->presence_due || c->state_due != NULL)
+		return; /* listed already */
+	d = xcalloc(1, sizeof(*d));
+	d->user_jid = xstrdup(u->jid);
+	d->who = c->who;
+	d->next = b->due;
+	b->due = d;
+	if (!evtimer_pending(b->ev_due, NULL))
+		timer_after(b->ev_due, b->conf->presence_interval);
+}
+
+static void
+on_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct bridge *b = arg;
+	struct due *d;
+	struct user *u;
+	struct contact *c;
+
+	while ((d = b->due) != NULL) {
+		b->due = d->next;
+		u = users_get(b->users, d->user_jid);
+		c = u != NULL ? user_contact(u, &d->who) : NULL;
+		if (c != NULL && c->presence_due)
+			send_seen(b, u, c);
+		if (c != NULL && c->state_due != NULL)
+			send_state(b, u, c, c->state_due);
+		free(d->user_jid);
+		free(d);
+	}
+}
+
+/*
+ * A contact that flaps its presence (or its typing) must not flood its
+ * user: at most one per presence_interval, and the newest goes last.
+ */
+static void
+presence_coalesced(struct bridge *b, struct user *u, struct contact *c)
+{
+	if (c->presence_due)
+		return; /* the timer sends the newest */
+	if (clock_now() - c->shown_at >= b->conf->presence_interval) {
+		send_seen(b, u, c);
+		return;
+	}
+	due_add(b, u, c);
+	c->presence_due = 1;
+}
+
+static void
+state_coalesced(
+    struct bridge *b, struct user *u, struct contact *c, const char *state)
+{
+	if (c->state_due == NULL &&
+	    clock_now() - c->state_at >= b->conf->presence_interval) {
+		send_state(b, u, c, state);
+		return;
+	}
+	due_add(b, u, c);
+	c->state_due = state;
+}
+
 static void
 contact_presence(
     struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
@@ -2587,10 +2863,7 @@ contact_presence(
 	}
 	shown_clear(&c->seen);
 	c->seen = next;
-	if (c->seen.available)
-		presence_from_contact(b, &c->who, u->jid, NULL, &c->seen);
-	else
-		presence_from_contact(b, &c->who, u->jid, "unavailable", NULL);
+	presence_coalesced(b, u, c);
 }
 
 /* A stranger's presence is kept for when the user accepts it. */
@@ -2612,7 +2885,7 @@ contact_message(
     struct bridge *b, struct user *u, struct contact *c, xmpp_stanza_t *st)
 {
 	const char *type = xmpp_stanza_get_type(st);
-	char *body = text_of(st, "body", NULL), who[BAREV_JID_STRLEN];
+	char *body = text_of(st, "body", NULL);
 	const char *state = chat_state_of(st);
 	xmpp_stanza_t *m, *html, *ev;
 
@@ -2625,27 +2898,21 @@ contact_message(
 							    : "active";
 	if (body == NULL && state == NULL)
 		goto out;
-	html = NULL;
-	if (body != NULL) {
-		/* The plugin puts its <html> in the XHTML namespace. */
-		if ((html = stanza_child(st, "html", NS_XHTML_IM)) == NULL)
-			html = stanza_child(st, "html", NS_XHTML);
-		html = chatmsg_safe_xhtml(b->ctx, html);
+	if (body == NULL) {
+		state_coalesced(b, u, c, state);
+		goto out;
 	}
+	/* The text carries its own state: an older one waiting would follow it. */
+	c->state_due = NULL;
+	/* The plugin puts its <html> in the XHTML namespace. */
+	if ((html = stanza_child(st, "html", NS_XHTML_IM)) == NULL)
+		html = stanza_child(st, "html", NS_XHTML);
+	html = chatmsg_safe_xhtml(b->ctx, html);
 	/* m takes html; keep_for_link borrows it while m lives. */
 	m = chat_to_user(b, &c->who, u->jid, body, html);
-	if (state != NULL)
-		stanza_add_child(m, state, NS_CHATSTATES);
-	else if (body != NULL)
-		stanza_add_child(m, "active", NS_CHATSTATES);
-	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1) {
-		if (body != NULL)
-			keep_for_link(b, u, c, body, html);
-		else
-			log_debug("bridge: chat state from %s dropped, link "
-				  "down",
-			    barev_jid_format(&c->who, who));
-	}
+	stanza_add_child(m, state != NULL ? state : "active", NS_CHATSTATES);
+	if (!b->link_up || b->net.xmpp_send(b->net.xmpp_arg, m) == -1)
+		keep_for_link(b, u, c, body, html);
 	xmpp_stanza_release(m);
 out:
 	free(body);
@@ -2813,6 +3080,7 @@ bridge_new(struct event_base *base, xmpp_ctx_t *ctx, const struct conf *conf,
 	b->lifetime = conf->message_lifetime;
 	b->users = users_new();
 	b->ev_typing = evtimer_new(base, on_typing, b);
+	b->ev_due = evtimer_new(base, on_due, b);
 	b->ev_expire = evtimer_new(base, on_expire, b);
 	b->ev_commit = event_new(base, -1, 0, on_commit, b);
 	b->receipts_tail = &b->receipts;
@@ -2894,6 +3162,8 @@ bridge_free(struct bridge *b)
 	struct inflight *in;
 	struct stranger *s;
 	struct typing *t;
+	struct lost *l;
+	struct due *d;
 
 	if (b == NULL)
 		return;
@@ -2913,7 +3183,17 @@ bridge_free(struct bridge *b)
 		free(t->user_jid);
 		free(t);
 	}
+	while ((d = b->due) != NULL) {
+		b->due = d->next;
+		free(d->user_jid);
+		free(d);
+	}
+	while ((l = b->lost) != NULL) {
+		b->lost = l->next;
+		free(l);
+	}
 	event_free(b->ev_typing);
+	event_free(b->ev_due);
 	event_free(b->ev_expire);
 	event_free(b->ev_commit);
 	event_free(b->ev_delivered);

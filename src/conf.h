@@ -70,9 +70,12 @@ struct conf {
 	int max_stranger_pipes;
 	int dials_concurrent;
 	int dials_per_second;
+	int dials_per_user;
 	double request_interval;
 	int requests_per_user;
 	int requests_per_subnet; /* open requests per user from one /64 */
+	int message_attempts;
+	double presence_interval;
 
 	char *storage_path;
 	int storage_path_line; /* where it was set; 0: the default */

@@ -33,7 +33,14 @@ struct contact {
 	int64_t sent_upto;
 	/* The store may hold messages not on the pipe: new ones go through it. */
 	int backlog;
-	struct shown seen; /* the contact's presence as last sent to the user */
+	/* The contact's newest presence; the user sees it within presence_interval. */
+	struct shown seen;
+	double
+	    shown_at; /* when a presence of the contact last went to the user */
+	int presence_due; /* seen waits for presence_interval to pass */
+	double state_at; /* when a chat state of the contact last went */
+	const char
+	    *state_due; /* the newest chat state waiting (static), or NULL */
 	/* The user was told the contact's client does not list them. */
 	int refusal_told;
 	int composing; /* the user is typing to this contact */

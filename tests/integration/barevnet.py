@@ -1138,7 +1138,8 @@ LIMITS_DEFAULTS = dict(stanza_bytes=65536, depth=32, output_bytes=1048576,
                        pipes=20000, pipes_per_address=16,
                        inbound_per_minute=6000,
                        inbound_per_minute_per_subnet=6000,
-                       dials_concurrent=64, dials_per_second=200)
+                       dials_concurrent=64, dials_per_second=200,
+                       dials_per_user=200)
 
 
 def driver_conf(dirpath, listen, barev=None, limits=None):

@@ -220,6 +220,7 @@ barev = {{
 limits = {{
   request_interval = 3600.0;
   inbound_per_minute = 6000;
+  output_bytes = 262144;
 {limits}}};
 storage = {{
   path = "{statedir}/state.db";

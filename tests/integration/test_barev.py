@@ -543,6 +543,44 @@ def dial_concurrency_limited():
             % (later[0] - first[0])
 
 
+def dial_fair_share():
+    """limits.dials_per_user: one user with many contacts to dial does not
+    delay another user's single dial behind the whole queue."""
+    rate, n = 10, 30
+    zed = "zed@%s" % bn.GW
+    nicks = ["f%d@%s" % (i, bn.peer_addr(12)) for i in range(n)]
+    other = "lone@%s" % bn.peer_addr(13)
+    with bn.Scope() as s:
+        busy = s.add(bn.Listener(bn.peer_addr(12)))
+        lone = s.add(bn.Listener(bn.peer_addr(13)))
+        d = gateway(s, limits={"dials_per_second": rate,
+                               "dials_per_user": 5,
+                               "pipes_per_address": 64},
+                    identities=(ALICE, zed),
+                    contacts=[(ALICE, x) for x in nicks] + [(zed, other)],
+                    barev={"handshake_timeout": 30.0})
+        t_alice = time.monotonic()
+        for x in nicks:
+            d.want(ALICE, x, busy.port)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        d.want(zed, other, lone.port)
+        s.add(lone.accept(5.0))
+        waited = time.monotonic() - t0
+        # FIFO would put it behind ~%d of alice's dials at rate per second.
+        assert waited < 0.6, \
+            "zed's one dial waited %.2fs behind alice's %d" % (waited, n)
+        # Alice's dials still all happen, at her share (limits.dials_per_user,
+        # 5 here), not at the global rate of 10. (Accept times say little of
+        # single connect times: those that waited in the backlog come at once.)
+        times, conns = accept_times(busy, n, 15)
+        for c in conns:
+            s.add(c)
+        spread = times[-1] - t_alice
+        assert spread >= 0.8 * (n - 1) / 5, \
+            "alice's %d dials within %.2fs at 5 per second" % (n, spread)
+
+
 # --- one pipe per pair -------------------------------------------------------
 
 def second_inbound_replaces():
@@ -1418,7 +1456,8 @@ def thousand_pipes():
                             "inbound_per_minute": 100000,
                             "inbound_per_minute_per_subnet": 100000,
                             "dials_concurrent": 256,
-                            "dials_per_second": 2000},
+                            "dials_per_second": 2000,
+                            "dials_per_user": 2000},
                     barev={"handshake_timeout": 30.0,
                            "connect_timeout": 30.0})
         lport = bn.port()
@@ -1521,6 +1560,8 @@ TESTS = [
      dial_rate_limited),
     ("limits.dials_concurrent: connects in progress are bounded",
      dial_concurrency_limited),
+    ("limits.dials_per_user: a fair share of the dial budget",
+     dial_fair_share, 90),
     ("second inbound pipe replaces the first", second_inbound_replaces),
     ("race with a plugin-like peer (crossing dial)", race_crossing_dial),
     ("race with a plugin-like peer (both dial at once)", race_both_dial),

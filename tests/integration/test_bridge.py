@@ -871,6 +871,136 @@ def typing(w):
     gw.check_alive()
 
 
+# 45,000 '&' are 225 kB on the client stream (under Prosody's default
+# c2s_stanza_size_limit of 256 KiB; ejabberd sets none) and about 630 kB
+# on Barev (&amp; in the body, &amp;amp; in the XHTML-IM part): over
+# limits.output_bytes (256 KiB here) and the peer's stanza_bytes (64 KiB).
+BIG_AMPS = 45000
+
+
+def big_message(w):
+    gw = w.gateway()
+    alice, pipe = inky_pipe(w)
+    cj = B.contact_jid(INKY)
+    start = gw.mark()
+    m = alice.mark()
+    alice.message(cj, "&" * BIG_AMPS, mid="big1")
+    e = alice.take(is_error(cj, "message", "policy-violation"), since=m,
+                   timeout=8, what="an error for a message too big for Barev")
+    text = error_cond(e)[2]
+    if "65536" not in text:
+        raise AssertionError("the error does not name the limit (65536 "
+                             "bytes): %r" % text)
+    assert_eq(e.get("id"), "big1", "error id")
+    # The next message flows on the same pipe, which nothing closed.
+    alice.message(cj, "after the big one", mid="big2")
+    pipe.wait_msg("after the big one", timeout=8)
+    if not pipe.alive():
+        raise AssertionError("the pipe closed")
+    log = gw.log_since(start)
+    if "slow-reader" in log:
+        raise AssertionError("a pipe closed as slow-reader:\n%s" % log)
+    gw.check_alive()
+
+
+def lost_attempts(w):
+    """A message whose pipe dies right after it was written, on every
+    pipe: after limits.message_attempts (3) its sender hears, and it
+    blocks nothing behind it."""
+    gw = w.gateway()
+    alice, pipe = inky_pipe(w)
+    peer = inky_peer(w)
+    cj = B.contact_jid(INKY)
+    m = m0 = alice.mark()
+    alice.message(cj, "doomed", mid="d1")
+    for attempt in range(3):
+        pipe.wait(b_is_msg("doomed"), timeout=8,
+                  what="'doomed', attempt %d" % (attempt + 1))
+        pipe.close()
+        w.state.pop("inky_pipe", None)
+        alice.take(is_pres(cj, "unavailable"), since=m)
+        m2 = alice.mark()
+        pipe = peer.expect_dial(ALICE_B, timeout=8)
+        pipe.wait(b_is_pres(None))
+        alice.take(is_pres(cj), since=m2)
+        m = m2
+    w.state["inky_pipe"] = pipe
+    e = alice.take(is_error(cj, "message", "recipient-unavailable"),
+                   since=m0, timeout=5,
+                   what="recipient-unavailable after 3 lost pipes")
+    assert_eq(e.get("id"), "d1", "error id")
+    if "3" not in error_cond(e)[2]:
+        raise AssertionError("the error does not say how often it was "
+                             "tried: %r" % error_cond(e)[2])
+    alice.message(cj, "after doomed", mid="d2")
+    pipe.wait_msg("after doomed", timeout=8)
+    pipe.expect_none(b_is_msg("doomed"), 1.0, "'doomed' sent a 4th time")
+    gw.check_alive()
+
+
+FLOOD = 2000   # presences (and chat states) one contact sends in a burst
+FLOOD_SHOWN = 12   # at most this many reach the user (0.5 s apart, 3 s)
+
+
+def any_pres(frm):
+    def match(el):
+        return el.tag == C("presence") and B.jid_eq(el.get("from"), frm)
+    return match
+
+
+def flood(w):
+    """A contact flaps away/available FLOOD times in one burst: the user
+    sees a bounded number of presences, the last one the final state; the
+    same for typing."""
+    gw = w.gateway()
+    alice, pipe = inky_pipe(w)
+    cj = B.contact_jid(INKY)
+    away, avail = b"<presence><show>away</show></presence>", b"<presence/>"
+    m = alice.mark()
+    # Ends with away: the burst is avail, away, avail, ..., away.
+    pipe.send(b"".join(away if i % 2 else avail for i in range(FLOOD)))
+    alice.take(lambda el: any_pres(cj)(el) and el.get("type") is None and
+               el.findtext(C("show")) == "away", since=m, timeout=8,
+               what="away, the final state")
+    time.sleep(2.0)   # anything that still comes, comes now
+    got = alice.all(any_pres(cj), since=m)
+    h._diag("%d presences of %d reached the user" % (len(got), FLOOD))
+    if len(got) > FLOOD_SHOWN:
+        raise AssertionError("%d presences of a burst of %d reached the "
+                             "user (at most %d expected)"
+                             % (len(got), FLOOD, FLOOD_SHOWN))
+    last = got[-1]
+    if last.get("type") is not None or last.findtext(C("show")) != "away":
+        raise AssertionError("the last presence is not the final state "
+                             "(away): %s" % show(last))
+    # Typing: composing/active, ending with composing.
+    m = alice.mark()
+    pipe.send("".join('<message type="chat"><%s xmlns="%s"/></message>'
+                      % ("composing" if i % 2 else "active", NS_CHATSTATES)
+                      for i in range(FLOOD)))
+    time.sleep(3.0)
+    got = alice.all(lambda el: el.tag == C("message") and
+                    B.jid_eq(B.bare(el.get("from")), cj) and
+                    chat_state(el) is not None, since=m)
+    h._diag("%d chat states of %d reached the user" % (len(got), FLOOD))
+    if not got or len(got) > FLOOD_SHOWN:
+        raise AssertionError("%d chat states of a burst of %d reached the "
+                             "user (1 to %d expected)"
+                             % (len(got), FLOOD, FLOOD_SHOWN))
+    if chat_state(got[-1]) != "composing":
+        raise AssertionError("the last chat state is not the final one "
+                             "(composing): %s" % show(got[-1]))
+    # A message after the flood is not held back.
+    m = alice.mark()
+    pipe.send(b'<message type="chat"><body>after the flood</body></message>')
+    got = alice.take(is_msg(cj, "after the flood"), since=m)
+    pipe.send(avail)
+    alice.take(lambda el: any_pres(cj)(el) and el.get("type") is None and
+               el.findtext(C("show")) is None, since=m, timeout=3,
+               what="available again")
+    gw.check_alive()
+
+
 def unsubscribe(w):
     gw = w.gateway()
     alice, pipe = inky_pipe(w)
@@ -2325,6 +2455,10 @@ SCENARIOS = [
      discovery),
     ("receipts only after the peer's answer", receipts),
     ("typing: composing repeated, paused", typing),
+    ("a message too big for Barev is refused, the next flows", big_message),
+    ("a flood of presences and chat states is coalesced", flood),
+    ("a message lost on %d pipes is given up, the next flows" % 3,
+     lost_attempts, 90),
     ("unsubscribe removes the contact and closes the pipe", unsubscribe),
     ("a contact added by its typeable JID: one roster entry",
      typeable_contact),
