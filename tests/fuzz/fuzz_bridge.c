@@ -332,6 +332,7 @@ happen(struct bridge *b, unsigned op)
 {
 	struct barev_jid local;
 	uint64_t token;
+	size_t i;
 
 	local_id((int)(op >> 4), &local);
 	switch (op & 0x0f) {
@@ -348,6 +349,10 @@ happen(struct bridge *b, unsigned op)
 		bridge_barev_cb.up(b, &local, &peer_id[(op >> 4) % 7]);
 		break;
 	case 3:
+		/* As the engine does: what the pipe held is lost, then it is down. */
+		for (i = 0; i < fake.ntokens; i++)
+			bridge_barev_cb.confirmed(b, fake.tokens[i], PIPE_LOST);
+		fake.ntokens = 0;
 		fake.pipes_up = 0;
 		bridge_barev_cb.down(
 		    b, &local, &peer_id[(op >> 4) % 7], "fuzz");
