@@ -100,6 +100,11 @@ static struct fake {
 	int pipes_up; /* every pair's pipe is open */
 	uint64_t tokens[MAX_TOKENS];
 	size_t ntokens;
+	/* The XMPP stanza being handled: errors get no error back (RFC 6120). */
+	int in_error;
+	/* An iq get/set being handled, and the replies to it seen. */
+	const char *iq_id, *iq_from;
+	int iq_replies;
 } fake;
 
 static void
@@ -127,6 +132,14 @@ check_wellformed(xmpp_stanza_t *st)
 }
 
 static int
+is_type(xmpp_stanza_t *st, const char *type)
+{
+	const char *t = xmpp_stanza_get_type(st);
+
+	return t != NULL && strcmp(t, type) == 0;
+}
+
+static int
 fake_xmpp_send(void *arg, xmpp_stanza_t *st)
 {
 	const char *from = xmpp_stanza_get_from(st);
@@ -138,6 +151,13 @@ fake_xmpp_send(void *arg, xmpp_stanza_t *st)
 	    jid_on_domain(&p, DOMAIN));
 	check(to != NULL && jid_split(to, &p, &cause) == 0);
 	check_wellformed(st);
+	check(!fake.in_error || !is_type(st, "error"));
+	if (fake.iq_id != NULL && strcmp(xmpp_stanza_get_name(st), "iq") == 0 &&
+	    (is_type(st, "result") || is_type(st, "error")) &&
+	    xmpp_stanza_get_id(st) != NULL &&
+	    strcmp(xmpp_stanza_get_id(st), fake.iq_id) == 0 &&
+	    strcmp(to, fake.iq_from) == 0)
+		fake.iq_replies++;
 	return fake.xmpp_ok ? 0 : -1;
 }
 
@@ -388,6 +408,35 @@ happen(struct bridge *b, unsigned op)
 	}
 }
 
+/*
+ * A stanza from the server. An iq get or set the bridge takes gets exactly
+ * one answer from it; one it leaves (-1) gets none, as main.c's service
+ * answers it then.
+ */
+static void
+from_xmpp(struct bridge *b, xmpp_stanza_t *st)
+{
+	int rc;
+
+	fake.in_error = is_type(st, "error") ||
+	    (strcmp(xmpp_stanza_get_name(st), "iq") == 0 &&
+		is_type(st, "result"));
+	fake.iq_id = NULL;
+	fake.iq_replies = 0;
+	if (strcmp(xmpp_stanza_get_name(st), "iq") == 0 &&
+	    (is_type(st, "get") || is_type(st, "set")) &&
+	    xmpp_stanza_get_id(st) != NULL &&
+	    xmpp_stanza_get_from(st) != NULL) {
+		fake.iq_id = xmpp_stanza_get_id(st);
+		fake.iq_from = xmpp_stanza_get_from(st);
+	}
+	rc = bridge_xmpp(b, st);
+	if (fake.iq_id != NULL)
+		check(fake.iq_replies == (rc == 0 ? 1 : 0));
+	fake.in_error = 0;
+	fake.iq_id = NULL;
+}
+
 /* One chunk: its first byte steers, the rest is a stanza. */
 static void
 chunk(struct bridge *b, const uint8_t *p, size_t n)
@@ -419,7 +468,7 @@ chunk(struct bridge *b, const uint8_t *p, size_t n)
 			xmpp_stanza_set_from(st, users[lo]);
 		if (hi < 7)
 			xmpp_stanza_set_to(st, to_jids[hi]);
-		bridge_xmpp(b, st);
+		from_xmpp(b, st);
 	}
 	xmpp_stanza_release(st);
 }
