@@ -4,8 +4,11 @@ at a closed port and keeps retrying."""
 
 import os
 import re
+import shlex
+import shutil
 import signal
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -177,6 +180,40 @@ BAD = [
 ]
 
 
+def storage_not_writable():
+    """-t run as the daemon's user refuses a storage.path whose directory
+    that user cannot write (root can write anywhere, so the check is run
+    as nobody; the same file passes as root)."""
+    top = tempfile.mkdtemp(prefix="bgw-ro-")
+    try:
+        os.chmod(top, 0o755)
+        ro = os.path.join(top, "ro")
+        os.mkdir(ro, 0o755)   # root's, not writable by nobody
+        text = re.sub(r'path = "[^"]*";',
+                      'path = "%s/state.db";' % ro, good_conf(top), 1)
+        path = os.path.join(top, "barev-gateway.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+        as_root = h.run_gateway(["-t", "-c", path])
+        assert as_root.returncode == 0, \
+            "as root: exit %d: %r" % (as_root.returncode, as_root.stderr)
+        wrapper = shlex.split(os.environ.get("TEST_WRAPPER", ""))
+        p = h.run_cmd(["runuser", "-u", "nobody", "--"] + wrapper +
+                      [h.require_gateway(), "-t", "-c", path], timeout=30)
+        lines = p.stderr.splitlines()
+        assert p.returncode == EXIT_BAD_CONFIG, \
+            "as nobody: exit %d, expected %d; stderr %r" \
+            % (p.returncode, EXIT_BAD_CONFIG, p.stderr)
+        assert len(lines) == 1, "expected one line, got:\n%s" % p.stderr
+        n = line_of(text, ro)
+        assert path in lines[0] and "storage.path" in lines[0] and \
+            re.search(r"(?<!\d)%d(?!\d)" % n, lines[0]), \
+            "file, line %d or key not named in %r" % (n, lines[0])
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 # --- SIGHUP ------------------------------------------------------------------
 
 def start_idle_gateway(**kw):
@@ -337,6 +374,8 @@ TESTS = [
      bad_case(edit, marker, keys))
     for name, edit, marker, keys in BAD
 ] + [
+    ("-t as the daemon's user on a storage directory it cannot write: exit 2",
+     storage_not_writable),
     ("SIGHUP with a broken file keeps the old configuration", sighup_broken),
     ("SIGHUP applies a new log level", sighup_log_level),
     ("SIGHUP shortens a pending reconnect wait", sighup_shorter_backoff),
